@@ -1,0 +1,104 @@
+// Whole-file access for the readers (a read-only memory map) and the writers (write to a temporary
+// file, then rename, so a crash or a full disk never leaves a half-written output behind).
+#pragma once
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <span>
+#include <string>
+#include <utility>
+
+#include "error.hpp"
+
+namespace mxq {
+
+// Read-only view of a whole file. Move-only; unmaps on destruction.
+class mapped_file {
+ public:
+  mapped_file() = default;
+  explicit mapped_file(std::filesystem::path path) : path_(std::move(path)) {
+    const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) detail::io::fail(path_, std::string("cannot open: ") + std::strerror(errno));
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+      const int e = errno;
+      ::close(fd);
+      detail::io::fail(path_, std::string("cannot stat: ") + std::strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+      ::close(fd);
+      detail::io::fail(path_, "not a regular file");
+    }
+    size_ = static_cast<std::size_t>(st.st_size);
+    if (size_ > 0) {  // mmap of length 0 is an error; an empty file is just an empty view
+      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+      if (p == MAP_FAILED) {
+        const int e = errno;
+        ::close(fd);
+        detail::io::fail(path_, std::string("cannot mmap: ") + std::strerror(e));
+      }
+      data_ = static_cast<const std::byte*>(p);
+    }
+    ::close(fd);  // the mapping stays valid without the descriptor
+  }
+  mapped_file(const mapped_file&) = delete;
+  mapped_file& operator=(const mapped_file&) = delete;
+  mapped_file(mapped_file&& o) noexcept
+      : path_(std::move(o.path_)), data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+  mapped_file& operator=(mapped_file&& o) noexcept {
+    if (this != &o) {
+      unmap();
+      path_ = std::move(o.path_);
+      data_ = std::exchange(o.data_, nullptr);
+      size_ = std::exchange(o.size_, 0);
+    }
+    return *this;
+  }
+  ~mapped_file() { unmap(); }
+
+  std::span<const std::byte> bytes() const { return {data_, size_}; }
+  std::size_t size() const { return size_; }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  void unmap() noexcept {
+    if (data_) ::munmap(const_cast<std::byte*>(data_), size_);
+    data_ = nullptr;
+    size_ = 0;
+  }
+  std::filesystem::path path_;
+  const std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+// Calls write(std::ostream&) on a temporary file next to `path`, then renames it over `path`.
+template <class Writer>
+void write_file_atomically(const std::filesystem::path& path, Writer&& write) {
+  std::filesystem::path tmp = path;
+  tmp += ".tmp." + std::to_string(::getpid());
+  try {
+    {
+      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+      if (!out) detail::io::fail(path, "cannot open temporary file " + tmp.string() + " for writing");
+      std::forward<Writer>(write)(static_cast<std::ostream&>(out));
+      out.flush();
+      if (!out) detail::io::fail(path, "write failed (disk full?)");
+    }
+    std::error_code ec;
+    std::filesystem::rename(tmp, path, ec);
+    if (ec) detail::io::fail(path, "cannot rename temporary file into place: " + ec.message());
+  } catch (...) {
+    std::error_code ignore;
+    std::filesystem::remove(tmp, ignore);
+    throw;
+  }
+}
+
+}  // namespace mxq
