@@ -1,14 +1,15 @@
 // The exception every mxq reader and writer throws for a bad file: its message names the problem
-// and the file, so a caller can report it as one line.
+// and the file, so a caller can report it as one line. It is an mxq::error, so one catch covers all.
 #pragma once
 #include <filesystem>
-#include <stdexcept>
 #include <string>
+
+#include "../config.hpp"
 
 namespace mxq {
 
-struct io_error : std::runtime_error {
-  using std::runtime_error::runtime_error;
+struct io_error : error {
+  using error::error;
 };
 
 namespace detail::io {
