@@ -1,0 +1,26 @@
+// mxq: command-line front end of the library. Every error is reported as one line on stderr
+// with a non-zero exit status.
+#include <cstdio>
+#include <exception>
+
+#include "command.hpp"
+
+int main(int argc, char** argv) {
+  auto& reg = mxq::cli::registry();
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
+    std::fprintf(stderr, "usage: mxq <command> [options]\ncommands:\n");
+    for (auto& [name, c] : reg) std::fprintf(stderr, "  %-16s %s\n", name.c_str(), c.summary.c_str());
+    return argc < 2 ? 2 : 0;
+  }
+  auto it = reg.find(argv[1]);
+  if (it == reg.end()) {
+    std::fprintf(stderr, "mxq: unknown command '%s' (try mxq --help)\n", argv[1]);
+    return 2;
+  }
+  try {
+    return it->second.run(mxq::cli::args_t(argv + 2, argv + argc));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mxq %s: error: %s\n", argv[1], e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,53 @@
+// Runtime policies of the round-to-nearest quantizers.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string_view>
+
+#include "../config.hpp"
+
+namespace mxq {
+
+// How an element value between two grid points is rounded. Values beyond the largest grid
+// point always saturate to it (sign kept).
+enum class rounding {
+  nearest_even,  // default; OCP, CUDA, torchao
+  nearest_away,  // microxcaling's "nearest"
+  toward_zero,
+  stochastic,    // needs quant_options::uniform
+};
+
+// How a block's scale is chosen.
+enum class scale_rule {
+  floor,  // OCP: 2^(floor(log2 amax) - emax); NVFP4: RNE(amax / 6 / tensor scale); INT: min-max
+  ceil,   // smallest scale that does not clip the block maximum (NVIDIA/torchao RCEIL)
+  mse,    // per block, the candidate scale with the least (weighted) squared error
+};
+
+struct quant_options {
+  mxq::rounding rounding = mxq::rounding::nearest_even;
+  mxq::scale_rule scale_rule = mxq::scale_rule::floor;
+  // Uniform random numbers in [0, 1) for rounding::stochastic (caller's generator).
+  std::function<double()> uniform = {};
+  // Optional per-column importance for scale_rule::mse (e.g. diag(H) or E[x^2]); one weight per
+  // column of the matrix being quantized, empty for unweighted.
+  std::span<const float> column_weights = {};
+};
+
+inline rounding parse_rounding(std::string_view s) {
+  if (s == "even" || s == "nearest_even") return rounding::nearest_even;
+  if (s == "away" || s == "nearest" || s == "nearest_away") return rounding::nearest_away;
+  if (s == "zero" || s == "toward_zero") return rounding::toward_zero;
+  if (s == "stochastic") return rounding::stochastic;
+  throw error("unknown rounding '" + std::string(s) + "' (expected even, away, zero or stochastic)");
+}
+
+inline scale_rule parse_scale_rule(std::string_view s) {
+  if (s == "floor") return scale_rule::floor;
+  if (s == "ceil") return scale_rule::ceil;
+  if (s == "mse") return scale_rule::mse;
+  throw error("unknown scale rule '" + std::string(s) + "' (expected floor, ceil or mse)");
+}
+
+}  // namespace mxq
