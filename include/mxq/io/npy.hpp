@@ -21,6 +21,7 @@
 #include "error.hpp"
 #include "file.hpp"
 #include "float_bits.hpp"
+#include "tensor.hpp"
 
 namespace mxq {
 
@@ -100,10 +101,7 @@ struct npy_array {
   }
 };
 
-struct npy_f32 {
-  std::vector<std::size_t> shape;
-  std::vector<float> data;
-};
+using npy_f32 = tensor_f32;
 
 namespace detail::npy {
 

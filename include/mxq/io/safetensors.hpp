@@ -1,0 +1,480 @@
+// safetensors files: a memory-mapped reader that validates like the reference implementation
+// (huggingface/safetensors), float32 conversion on demand, sharded checkpoints through
+// model.safetensors.index.json, and a deterministic writer.
+#pragma once
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <limits>
+#include <map>
+#include <optional>
+#include <ostream>
+#include <set>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "error.hpp"
+#include "file.hpp"
+#include "float_bits.hpp"
+#include "tensor.hpp"
+
+namespace mxq {
+
+// Every dtype the reference format knows (bindings up to April 2026).
+enum class st_dtype {
+  BOOL, U8, I8, I16, U16, I32, U32, I64, U64, F16, BF16, F32, F64, C64,
+  F8_E5M2, F8_E4M3, F8_E8M0, F8_E4M3FNUZ, F8_E5M2FNUZ, F4, F6_E2M3, F6_E3M2
+};
+
+namespace detail::st {
+
+struct dtype_entry {
+  st_dtype type;
+  std::string_view name;
+  std::size_t bits;
+};
+inline constexpr dtype_entry dtype_table[] = {
+    {st_dtype::BOOL, "BOOL", 8},     {st_dtype::U8, "U8", 8},
+    {st_dtype::I8, "I8", 8},         {st_dtype::I16, "I16", 16},
+    {st_dtype::U16, "U16", 16},      {st_dtype::I32, "I32", 32},
+    {st_dtype::U32, "U32", 32},      {st_dtype::I64, "I64", 64},
+    {st_dtype::U64, "U64", 64},      {st_dtype::F16, "F16", 16},
+    {st_dtype::BF16, "BF16", 16},    {st_dtype::F32, "F32", 32},
+    {st_dtype::F64, "F64", 64},      {st_dtype::C64, "C64", 64},
+    {st_dtype::F8_E5M2, "F8_E5M2", 8}, {st_dtype::F8_E4M3, "F8_E4M3", 8},
+    {st_dtype::F8_E8M0, "F8_E8M0", 8}, {st_dtype::F8_E4M3FNUZ, "F8_E4M3FNUZ", 8},
+    {st_dtype::F8_E5M2FNUZ, "F8_E5M2FNUZ", 8}, {st_dtype::F4, "F4", 4},
+    {st_dtype::F6_E2M3, "F6_E2M3", 6}, {st_dtype::F6_E3M2, "F6_E3M2", 6},
+};
+
+}  // namespace detail::st
+
+inline std::size_t st_dtype_bits(st_dtype t) {
+  for (const auto& e : detail::st::dtype_table)
+    if (e.type == t) return e.bits;
+  return 0;
+}
+inline std::string_view st_dtype_name(st_dtype t) {
+  for (const auto& e : detail::st::dtype_table)
+    if (e.type == t) return e.name;
+  return "?";
+}
+inline std::optional<st_dtype> st_dtype_from_name(std::string_view name) {
+  for (const auto& e : detail::st::dtype_table)
+    if (e.name == name) return e.type;
+  return std::nullopt;
+}
+
+struct st_tensor_info {
+  std::string name;
+  st_dtype dtype = st_dtype::F32;
+  std::vector<std::size_t> shape;
+  std::size_t begin = 0, end = 0;  // byte offsets relative to the data section
+  std::size_t numel() const {
+    std::size_t n = 1;
+    for (auto d : shape) n *= d;
+    return n;
+  }
+  std::size_t nbytes() const { return end - begin; }
+};
+
+inline std::string shape_to_string(std::span<const std::size_t> shape) {
+  std::string s = "[";
+  for (std::size_t k = 0; k < shape.size(); ++k) s += (k ? ", " : "") + std::to_string(shape[k]);
+  return s + "]";
+}
+
+namespace detail::st {
+
+using detail::io::fail;
+
+inline constexpr std::uint64_t max_header_size = 100'000'000;  // the reference's MAX_HEADER_SIZE
+
+// numel * bits / 8, refusing overflow and a partial trailing byte (the reference's MisalignedSlice).
+inline std::size_t byte_size(std::span<const std::size_t> shape, st_dtype t, const std::filesystem::path& file,
+                             const std::string& name) {
+  std::size_t n = 1;
+  for (auto d : shape) {
+    if (d != 0 && n > std::numeric_limits<std::size_t>::max() / 64 / d)
+      fail(file, "tensor '" + name + "': shape " + shape_to_string(shape) + " is too large");
+    n *= d;
+  }
+  const std::size_t bits = n * st_dtype_bits(t);
+  if (bits % 8 != 0)
+    fail(file, "tensor '" + name + "': " + std::to_string(n) + " elements of " + std::string(st_dtype_name(t)) +
+                   " do not fill whole bytes (misaligned slice)");
+  return bits / 8;
+}
+
+struct parsed_header {
+  std::map<std::string, std::string> metadata;
+  std::vector<st_tensor_info> tensors;  // sorted by offset
+  std::size_t data_offset = 0;          // 8 + header length
+};
+
+inline std::size_t json_size(const nlohmann::json& v, const std::filesystem::path& file, const std::string& what) {
+  if (!v.is_number_unsigned())
+    fail(file, what + " must be a non-negative integer, got " + v.dump());
+  return v.get<std::size_t>();
+}
+
+inline parsed_header parse_header(std::span<const std::byte> buf, const std::filesystem::path& file) {
+  if (buf.size() < 8)
+    fail(file, "truncated safetensors file: " + std::to_string(buf.size()) + " bytes, the 8-byte header size is missing");
+  std::uint64_t n = 0;
+  for (int k = 0; k < 8; ++k) n |= std::uint64_t(static_cast<unsigned char>(buf[k])) << (8 * k);
+  if (n > max_header_size)
+    fail(file, "header size " + std::to_string(n) + " is too big (limit " + std::to_string(max_header_size) + ")");
+  if (n + 8 > buf.size())
+    fail(file, "truncated safetensors file: header says " + std::to_string(n) + " header bytes, file has " +
+                   std::to_string(buf.size() - 8) + " after the size field");
+  const std::string_view text(reinterpret_cast<const char*>(buf.data()) + 8, static_cast<std::size_t>(n));
+  if (text.empty() || text.front() != '{') fail(file, "bad safetensors header: JSON must start with '{'");
+
+  // nlohmann keeps the last of duplicate keys silently; the callback sees every top-level key.
+  std::set<std::string> seen;
+  std::string duplicate;
+  auto cb = [&](int depth, nlohmann::json::parse_event_t ev, nlohmann::json& parsed) {
+    if (ev == nlohmann::json::parse_event_t::key && depth == 1) {
+      const std::string& k = parsed.get_ref<const std::string&>();
+      if (!seen.insert(k).second && duplicate.empty()) duplicate = k;
+    }
+    return true;
+  };
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text.begin(), text.end(), cb);
+  } catch (const nlohmann::json::exception& e) {
+    fail(file, std::string("bad safetensors header: invalid JSON: ") + e.what());
+  }
+  if (!duplicate.empty()) fail(file, "bad safetensors header: duplicate tensor name '" + duplicate + "'");
+  if (!j.is_object()) fail(file, "bad safetensors header: not a JSON object");
+
+  parsed_header h;
+  h.data_offset = static_cast<std::size_t>(8 + n);
+  const std::size_t data_size = buf.size() - h.data_offset;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& name = it.key();
+    const auto& v = it.value();
+    if (name == "__metadata__") {
+      if (!v.is_object()) fail(file, "bad safetensors header: __metadata__ must be an object of strings");
+      for (auto m = v.begin(); m != v.end(); ++m) {
+        if (!m.value().is_string())
+          fail(file, "bad safetensors header: __metadata__['" + m.key() + "'] is not a string (" + m.value().dump() + ")");
+        h.metadata[m.key()] = m.value().get<std::string>();
+      }
+      continue;
+    }
+    const std::string where = "tensor '" + name + "'";
+    if (!v.is_object()) fail(file, where + ": entry is not an object");
+    if (!v.contains("dtype") || !v["dtype"].is_string()) fail(file, where + ": missing or non-string 'dtype'");
+    if (!v.contains("shape") || !v["shape"].is_array()) fail(file, where + ": missing or non-array 'shape'");
+    if (!v.contains("data_offsets") || !v["data_offsets"].is_array() || v["data_offsets"].size() != 2)
+      fail(file, where + ": 'data_offsets' must be [begin, end]");
+    st_tensor_info t;
+    t.name = name;
+    const std::string dt = v["dtype"].get<std::string>();
+    const auto parsed = st_dtype_from_name(dt);
+    if (!parsed) fail(file, where + ": unknown dtype '" + dt + "'");
+    t.dtype = *parsed;
+    for (const auto& d : v["shape"]) t.shape.push_back(json_size(d, file, where + " shape entry"));
+    t.begin = json_size(v["data_offsets"][0], file, where + " data_offsets[0]");
+    t.end = json_size(v["data_offsets"][1], file, where + " data_offsets[1]");
+    if (t.begin > t.end)
+      fail(file, where + ": data_offsets [" + std::to_string(t.begin) + ", " + std::to_string(t.end) + "] are reversed");
+    if (t.end > data_size)
+      fail(file, where + ": data_offsets [" + std::to_string(t.begin) + ", " + std::to_string(t.end) +
+                     "] out of range (data section has " + std::to_string(data_size) + " bytes; truncated file?)");
+    const std::size_t want = byte_size(t.shape, t.dtype, file, name);
+    if (want != t.end - t.begin)
+      fail(file, where + ": dtype/shape mismatch: " + std::string(st_dtype_name(t.dtype)) + " " +
+                     shape_to_string(t.shape) + " needs " + std::to_string(want) + " bytes, data_offsets span " +
+                     std::to_string(t.end - t.begin));
+    h.tensors.push_back(std::move(t));
+  }
+  // The spans must tile the data section exactly: no holes, no overlaps, nothing left over.
+  std::sort(h.tensors.begin(), h.tensors.end(), [](const st_tensor_info& a, const st_tensor_info& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
+  std::size_t pos = 0;
+  const st_tensor_info* prev = nullptr;
+  for (const auto& t : h.tensors) {
+    if (t.begin > pos)
+      fail(file, "hole in the data section: bytes [" + std::to_string(pos) + ", " + std::to_string(t.begin) +
+                     ") before tensor '" + t.name + "' belong to no tensor");
+    if (t.begin < pos)
+      fail(file, "overlapping tensors: '" + t.name + "' starts at " + std::to_string(t.begin) + " inside '" +
+                     (prev ? prev->name : std::string()) + "' (which ends at " + std::to_string(pos) + ")");
+    pos = t.end;
+    prev = &t;
+  }
+  if (pos != data_size)
+    fail(file, "hole in the data section: the last " + std::to_string(data_size - pos) +
+                   " bytes belong to no tensor (data section " + std::to_string(data_size) + " bytes, tensors end at " +
+                   std::to_string(pos) + ")");
+  return h;
+}
+
+template <class T>
+inline T load_le(const std::byte* p) {
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return v;
+}
+
+// Converts `n` stored elements to float32 (value conversion; integers become their value).
+inline bool convert_to_f32(st_dtype t, const std::byte* src, std::size_t n, float* dst) {
+  using namespace detail::io;
+  switch (t) {
+    case st_dtype::F32: if (n) std::memcpy(dst, src, n * 4); return true;
+    case st_dtype::BF16: for (std::size_t i = 0; i < n; ++i) dst[i] = bf16_to_float(load_le<std::uint16_t>(src + 2 * i)); return true;
+    case st_dtype::F16: for (std::size_t i = 0; i < n; ++i) dst[i] = half_to_float(load_le<std::uint16_t>(src + 2 * i)); return true;
+    case st_dtype::F64: for (std::size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(load_le<double>(src + 8 * i)); return true;
+    case st_dtype::F8_E4M3: for (std::size_t i = 0; i < n; ++i) dst[i] = fp8_e4m3fn_to_float(std::uint8_t(src[i])); return true;
+    case st_dtype::F8_E5M2: for (std::size_t i = 0; i < n; ++i) dst[i] = fp8_e5m2_to_float(std::uint8_t(src[i])); return true;
+    case st_dtype::F8_E8M0: for (std::size_t i = 0; i < n; ++i) dst[i] = fp8_e8m0_to_float(std::uint8_t(src[i])); return true;
+    case st_dtype::F8_E4M3FNUZ:
+      for (std::size_t i = 0; i < n; ++i) {
+        const auto b = std::uint8_t(src[i]);
+        dst[i] = b == 0x80 ? std::numeric_limits<float>::quiet_NaN() : small_float_to_float<4, 3>(b, 8);
+      }
+      return true;
+    case st_dtype::F8_E5M2FNUZ:
+      for (std::size_t i = 0; i < n; ++i) {
+        const auto b = std::uint8_t(src[i]);
+        dst[i] = b == 0x80 ? std::numeric_limits<float>::quiet_NaN() : small_float_to_float<5, 2>(b, 16);
+      }
+      return true;
+    case st_dtype::BOOL: for (std::size_t i = 0; i < n; ++i) dst[i] = src[i] != std::byte{0} ? 1.0f : 0.0f; return true;
+    case st_dtype::U8: for (std::size_t i = 0; i < n; ++i) dst[i] = float(std::uint8_t(src[i])); return true;
+    case st_dtype::I8: for (std::size_t i = 0; i < n; ++i) dst[i] = float(static_cast<std::int8_t>(src[i])); return true;
+    case st_dtype::I16: for (std::size_t i = 0; i < n; ++i) dst[i] = float(load_le<std::int16_t>(src + 2 * i)); return true;
+    case st_dtype::U16: for (std::size_t i = 0; i < n; ++i) dst[i] = float(load_le<std::uint16_t>(src + 2 * i)); return true;
+    case st_dtype::I32: for (std::size_t i = 0; i < n; ++i) dst[i] = float(load_le<std::int32_t>(src + 4 * i)); return true;
+    case st_dtype::U32: for (std::size_t i = 0; i < n; ++i) dst[i] = float(load_le<std::uint32_t>(src + 4 * i)); return true;
+    case st_dtype::I64: for (std::size_t i = 0; i < n; ++i) dst[i] = float(load_le<std::int64_t>(src + 8 * i)); return true;
+    case st_dtype::U64: for (std::size_t i = 0; i < n; ++i) dst[i] = float(load_le<std::uint64_t>(src + 8 * i)); return true;
+    default: return false;  // C64, packed F4/F6: no meaningful element-wise float32
+  }
+}
+
+}  // namespace detail::st
+
+// One .safetensors file, memory-mapped and validated on open. Tensor bytes are views into the map.
+class safetensors_file {
+ public:
+  explicit safetensors_file(std::filesystem::path path) : map_(std::move(path)) {
+    auto h = detail::st::parse_header(map_.bytes(), map_.path());
+    metadata_ = std::move(h.metadata);
+    tensors_ = std::move(h.tensors);
+    data_offset_ = h.data_offset;
+    for (std::size_t i = 0; i < tensors_.size(); ++i) index_.emplace(tensors_[i].name, i);
+  }
+
+  const std::filesystem::path& path() const { return map_.path(); }
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  // In data order (sorted by offset).
+  const std::vector<st_tensor_info>& tensors() const { return tensors_; }
+  bool contains(std::string_view name) const { return index_.find(name) != index_.end(); }
+
+  const st_tensor_info& info(std::string_view name) const {
+    auto it = index_.find(name);
+    if (it == index_.end()) detail::io::fail(path(), "no tensor named '" + std::string(name) + "'");
+    return tensors_[it->second];
+  }
+  std::span<const std::byte> bytes(std::string_view name) const {
+    const auto& t = info(name);
+    return map_.bytes().subspan(data_offset_ + t.begin, t.nbytes());
+  }
+  // float32 values of any float or integer dtype (C64 and packed F4/F6 are refused).
+  void read_f32_into(std::string_view name, std::span<float> out) const {
+    const auto& t = info(name);
+    if (out.size() != t.numel())
+      detail::io::fail(path(), "tensor '" + t.name + "': output has " + std::to_string(out.size()) +
+                                   " floats, tensor has " + std::to_string(t.numel()));
+    if (!detail::st::convert_to_f32(t.dtype, bytes(name).data(), t.numel(), out.data()))
+      detail::io::fail(path(), "tensor '" + t.name + "': dtype " + std::string(st_dtype_name(t.dtype)) +
+                                   " cannot be read as float32");
+  }
+  std::vector<float> read_f32(std::string_view name) const {
+    std::vector<float> out(info(name).numel());
+    read_f32_into(name, out);
+    return out;
+  }
+  tensor_f32 read(std::string_view name) const { return {info(name).shape, read_f32(name)}; }
+
+ private:
+  mapped_file map_;
+  std::map<std::string, std::string> metadata_;
+  std::vector<st_tensor_info> tensors_;
+  std::map<std::string, std::size_t, std::less<>> index_;
+  std::size_t data_offset_ = 0;
+};
+
+// A Hugging Face checkpoint: a directory holding model.safetensors, or shards listed by
+// model.safetensors.index.json ("weight_map": tensor name -> shard file). A path to a single
+// .safetensors file works too.
+class checkpoint {
+ public:
+  explicit checkpoint(std::filesystem::path path) : path_(std::move(path)) {
+    namespace fs = std::filesystem;
+    if (fs::is_regular_file(path_)) {
+      add_shard(path_, /*all=*/true);
+      return;
+    }
+    if (!fs::is_directory(path_)) detail::io::fail(path_, "no such checkpoint file or directory");
+    const fs::path index = path_ / "model.safetensors.index.json";
+    const fs::path single = path_ / "model.safetensors";
+    if (fs::exists(index)) {
+      load_index(index);
+    } else if (fs::exists(single)) {
+      add_shard(single, true);
+    } else {
+      detail::io::fail(path_, "no model.safetensors or model.safetensors.index.json in the directory");
+    }
+  }
+
+  const std::filesystem::path& path() const { return path_; }
+  bool contains(std::string_view name) const { return where_.find(name) != where_.end(); }
+  std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    for (const auto& [n, _] : where_) out.push_back(n);
+    return out;
+  }
+  const safetensors_file& file_of(std::string_view name) const {
+    auto it = where_.find(name);
+    if (it == where_.end()) detail::io::fail(path_, "checkpoint has no tensor named '" + std::string(name) + "'");
+    return shards_[it->second];
+  }
+  const st_tensor_info& info(std::string_view name) const { return file_of(name).info(name); }
+  std::span<const std::byte> bytes(std::string_view name) const { return file_of(name).bytes(name); }
+  std::vector<float> read_f32(std::string_view name) const { return file_of(name).read_f32(name); }
+  void read_f32_into(std::string_view name, std::span<float> out) const { file_of(name).read_f32_into(name, out); }
+  tensor_f32 read(std::string_view name) const { return file_of(name).read(name); }
+  const std::vector<safetensors_file>& shards() const { return shards_; }
+
+ private:
+  std::size_t add_shard(const std::filesystem::path& file, bool all) {
+    shards_.emplace_back(file);
+    const std::size_t k = shards_.size() - 1;
+    if (all)
+      for (const auto& t : shards_[k].tensors()) where_.emplace(t.name, k);
+    return k;
+  }
+
+  void load_index(const std::filesystem::path& index) {
+    nlohmann::json j;
+    {
+      const mapped_file f(index);
+      const auto b = f.bytes();
+      try {
+        j = nlohmann::json::parse(reinterpret_cast<const char*>(b.data()), reinterpret_cast<const char*>(b.data()) + b.size());
+      } catch (const nlohmann::json::exception& e) {
+        detail::io::fail(index, std::string("invalid JSON: ") + e.what());
+      }
+    }
+    if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
+      detail::io::fail(index, "missing 'weight_map' object");
+    std::map<std::string, std::size_t> shard_ids;
+    for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+      if (!it.value().is_string()) detail::io::fail(index, "weight_map['" + it.key() + "'] is not a file name");
+      const std::string shard = it.value().get<std::string>();
+      if (shard.empty() || std::filesystem::path(shard).is_absolute() || shard.find("..") != std::string::npos)
+        detail::io::fail(index, "weight_map['" + it.key() + "'] names a file outside the checkpoint: '" + shard + "'");
+      auto s = shard_ids.find(shard);
+      if (s == shard_ids.end()) s = shard_ids.emplace(shard, add_shard(path_ / shard, false)).first;
+      if (!shards_[s->second].contains(it.key()))
+        detail::io::fail(index, "weight_map says tensor '" + it.key() + "' is in " + shard + ", which lacks it");
+      where_.emplace(it.key(), s->second);
+    }
+  }
+
+  std::filesystem::path path_;
+  std::vector<safetensors_file> shards_;
+  std::map<std::string, std::size_t, std::less<>> where_;
+};
+
+// Collects named tensors and writes one .safetensors file: header padded with spaces to a multiple
+// of 8 (so data is 8-aligned), data ordered by element size (largest first) then name, so equal
+// inputs always give identical bytes. Written to a temporary file, then renamed.
+class safetensors_writer {
+ public:
+  void set_metadata(std::string key, std::string value) { metadata_[std::move(key)] = std::move(value); }
+
+  void add(std::string name, st_dtype dtype, std::vector<std::size_t> shape, std::span<const std::byte> data) {
+    if (name.empty() || name == "__metadata__") throw error("safetensors_writer: invalid tensor name '" + name + "'");
+    for (const auto& t : entries_)
+      if (t.name == name) throw error("safetensors_writer: duplicate tensor name '" + name + "'");
+    std::size_t n = 1;
+    for (auto d : shape) {
+      if (d != 0 && n > std::numeric_limits<std::size_t>::max() / 64 / d)
+        throw error("safetensors_writer: tensor '" + name + "': shape too large");
+      n *= d;
+    }
+    const std::size_t bits = n * st_dtype_bits(dtype);
+    if (bits % 8 != 0 || bits / 8 != data.size())
+      throw error("safetensors_writer: tensor '" + name + "': " + std::string(st_dtype_name(dtype)) + " " +
+                  shape_to_string(shape) + " needs " + std::to_string(bits) + " bits, got " +
+                  std::to_string(data.size()) + " bytes");
+    entries_.push_back({std::move(name), dtype, std::move(shape), std::vector<std::byte>(data.begin(), data.end())});
+  }
+  void add_f32(std::string name, std::vector<std::size_t> shape, std::span<const float> values) {
+    add(std::move(name), st_dtype::F32, std::move(shape), std::as_bytes(values));
+  }
+  // Rounds to bfloat16 (nearest even).
+  void add_bf16(std::string name, std::vector<std::size_t> shape, std::span<const float> values) {
+    std::vector<std::uint16_t> b(values.size());
+    for (std::size_t i = 0; i < b.size(); ++i) b[i] = detail::io::float_to_bf16(values[i]);
+    add(std::move(name), st_dtype::BF16, std::move(shape), std::as_bytes(std::span<const std::uint16_t>(b)));
+  }
+  std::size_t size() const { return entries_.size(); }
+
+  void write(const std::filesystem::path& path) const {
+    std::vector<const entry*> order;
+    for (const auto& e : entries_) order.push_back(&e);
+    std::sort(order.begin(), order.end(), [](const entry* a, const entry* b) {
+      const auto ba = st_dtype_bits(a->dtype), bb = st_dtype_bits(b->dtype);
+      return ba != bb ? ba > bb : a->name < b->name;
+    });
+    nlohmann::json j = nlohmann::json::object();
+    if (!metadata_.empty()) j["__metadata__"] = metadata_;
+    std::size_t off = 0;
+    for (const entry* e : order) {
+      j[e->name] = {{"dtype", st_dtype_name(e->dtype)},
+                    {"shape", e->shape},
+                    {"data_offsets", {off, off + e->data.size()}}};
+      off += e->data.size();
+    }
+    std::string header = j.dump();
+    header.append((8 - header.size() % 8) % 8, ' ');
+    write_file_atomically(path, [&](std::ostream& out) {
+      const std::uint64_t n = header.size();
+      unsigned char le[8];
+      for (int k = 0; k < 8; ++k) le[k] = static_cast<unsigned char>(n >> (8 * k));
+      out.write(reinterpret_cast<const char*>(le), 8);
+      out.write(header.data(), static_cast<std::streamsize>(header.size()));
+      for (const entry* e : order)
+        out.write(reinterpret_cast<const char*>(e->data.data()), static_cast<std::streamsize>(e->data.size()));
+    });
+  }
+
+ private:
+  struct entry {
+    std::string name;
+    st_dtype dtype;
+    std::vector<std::size_t> shape;
+    std::vector<std::byte> data;
+  };
+  std::map<std::string, std::string> metadata_;
+  std::vector<entry> entries_;
+};
+
+}  // namespace mxq
