@@ -1,5 +1,11 @@
 // Round-to-nearest block quantization: quantize (-> packed_matrix), dequantize, fake_quant.
 //
+// mxq::quantize / dequantize / fake_quant run the SIMD kernels (kernel/quantize.hpp) when the
+// format, layout and options have one (E8M0 formats with mini-float or MXINT elements, NVFP4;
+// every rounding mode but stochastic; every scale rule) and the translation unit is compiled
+// with AVX2+FMA; the results are bit-identical to the scalar oracle, which stays available as
+// mxq::reference::quantize / dequantize / fake_quant and runs everything else.
+//
 // Blocks run along the rows of the view (the last, contiguous dimension of a row-major
 // [out, in] weight or [tokens, in] activation). Pass `view.t()` to put blocks along the first
 // dimension instead. The functions read the caller's memory in place; a strided view is
@@ -17,6 +23,7 @@
 #include "packed.hpp"
 #include "quant/element_quant.hpp"
 #include "quant/options.hpp"
+#include "kernel/quantize.hpp"
 
 namespace mxq {
 
@@ -84,6 +91,9 @@ void check_same_shape(matrix_view<const float> in, matrix_view<T> out, const cha
 
 }  // namespace detail
 
+// The scalar oracle: exact midpoint comparisons in double, one element at a time.
+namespace reference {
+
 template <format_type F, class Layout = lsb_first_layout>
 packed_matrix<F, Layout> quantize(matrix_view<const float> x, const quant_options& opt = {}) {
   const tensor_params t = compute_tensor_params<F>(x);
@@ -113,7 +123,7 @@ void dequantize(const packed_matrix<F, Layout>& q, matrix_view<float> out) {
 template <format_type F, class Layout>
 std::vector<float> dequantize(const packed_matrix<F, Layout>& q) {
   std::vector<float> out(q.rows() * q.cols());
-  dequantize(q, matrix_view<float>(out.data(), q.rows(), q.cols()));
+  reference::dequantize(q, matrix_view<float>(out.data(), q.rows(), q.cols()));
   return out;
 }
 
@@ -131,6 +141,69 @@ void fake_quant(matrix_view<const float> in, matrix_view<float> out, const quant
       tmp[i] = decode_element<typename F::element>(encode_element<typename F::element>(v[i], p, opt), p);
     for (std::size_t i = 0; i < v.size(); ++i) out(r, c0 + i) = tmp[i];
   });
+}
+
+}  // namespace reference
+
+template <format_type F, class Layout = lsb_first_layout>
+packed_matrix<F, Layout> quantize(matrix_view<const float> x, const quant_options& opt = {}) {
+  if (!kernel::can_quantize<F, Layout>(opt)) return reference::quantize<F, Layout>(x, opt);
+  detail::check_weights(opt, x.cols);
+  packed_matrix<F, Layout> q(x.rows, x.cols, kernel::tensor_params_of<F>(x));
+  kernel::quantize_into(x, q, opt);
+  return q;
+}
+
+// 16-bit inputs (converted exactly to float; same result as quantizing the float values).
+template <format_type F, class Layout = lsb_first_layout, class T>
+  requires(std::is_same_v<T, f16> || std::is_same_v<T, bf16>)
+packed_matrix<F, Layout> quantize(matrix_view<const T> x, const quant_options& opt = {}) {
+  if (!kernel::can_quantize<F, Layout>(opt)) {
+    std::vector<float> buf(x.size());
+    for (std::size_t r = 0; r < x.rows; ++r)
+      for (std::size_t c = 0; c < x.cols; ++c) buf[r * x.cols + c] = x(r, c).to_float();
+    return reference::quantize<F, Layout>(matrix_view<const float>(buf.data(), x.rows, x.cols), opt);
+  }
+  detail::check_weights(opt, x.cols);
+  packed_matrix<F, Layout> q(x.rows, x.cols, kernel::tensor_params_of<F>(x));
+  kernel::quantize_into(x, q, opt);
+  return q;
+}
+template <format_type F, class Layout = lsb_first_layout, class T>
+  requires(std::is_same_v<T, f16> || std::is_same_v<T, bf16>)
+packed_matrix<F, Layout> quantize(matrix_view<T> x, const quant_options& opt = {}) {
+  return quantize<F, Layout>(matrix_view<const T>(x), opt);
+}
+
+template <format_type F, class Layout>
+void dequantize(const packed_matrix<F, Layout>& q, matrix_view<float> out) {
+  if constexpr (!kernel::can_dequantize<F, Layout>()) {
+    reference::dequantize(q, out);
+  } else {
+    if (out.rows != q.rows() || out.cols != q.cols())
+      throw error("dequantize: output is " + std::to_string(out.rows) + "x" + std::to_string(out.cols) +
+                  " but the packed matrix is " + std::to_string(q.rows()) + "x" + std::to_string(q.cols()));
+    kernel::dequantize_into(q, out);
+  }
+}
+
+template <format_type F, class Layout>
+std::vector<float> dequantize(const packed_matrix<F, Layout>& q) {
+  std::vector<float> out(q.rows() * q.cols());
+  dequantize(q, matrix_view<float>(out.data(), q.rows(), q.cols()));
+  return out;
+}
+
+// Quantize then dequantize without materializing the packed form. `out` may alias `in`.
+template <format_type F>
+void fake_quant(matrix_view<const float> in, matrix_view<float> out, const quant_options& opt = {},
+                const tensor_params* tensor = nullptr) {
+  if (!kernel::can_quantize<F>(opt) || (tensor && !(std::isfinite(tensor->scale) && tensor->scale > 0.0f)))
+    return reference::fake_quant<F>(in, out, opt, tensor);
+  detail::check_same_shape(in, out, "fake_quant");
+  detail::check_weights(opt, in.cols);
+  const tensor_params t = tensor ? *tensor : kernel::tensor_params_of<F>(in);
+  kernel::fake_quant_into<F>(in, out, opt, t);
 }
 
 // In place on a row-major buffer of `cols` columns.

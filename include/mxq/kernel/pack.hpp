@@ -1,0 +1,140 @@
+// Bit packing of element codes (one byte per code in, packed bytes out, and back).
+//
+// lsb_first: code i of a row occupies bits [i*B, i*B + B) of a little-endian bit stream.
+// split_halves (4-bit, ggml): inside a block of N codes, byte j = code j | code (j + N/2) << 4.
+// Blocks of the fast formats always start on a byte boundary (block length * bits % 8 == 0).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "../packed.hpp"
+#include "simd.hpp"
+
+namespace mxq::kernel::detail {
+
+// 8 codes of K bits (one per byte of x, little-endian) -> K*8 bits in the low bytes.
+template <int K>
+MXQ_ALWAYS_INLINE std::uint64_t compact8(std::uint64_t x) noexcept {
+  static_assert(K == 3 || K == 4 || K == 6);
+  constexpr std::uint64_t m1 = 0x00FF00FF00FF00FFull & (0x0101010101010101ull * ((1u << K) - 1u));
+  x = (x & m1) | ((x >> (8 - K)) & (m1 << K));
+  constexpr std::uint64_t m2 = 0x0000FFFF0000FFFFull & (0x0001000100010001ull * ((1u << (2 * K)) - 1u));
+  x = (x & m2) | ((x >> (16 - 2 * K)) & (m2 << (2 * K)));
+  constexpr std::uint64_t m4 = (1ull << (4 * K)) - 1u;
+  x = (x & m4) | ((x >> (32 - 4 * K)) & (m4 << (4 * K)));
+  return x;
+}
+
+// Inverse of compact8: K*8 packed bits -> 8 bytes holding one code each.
+template <int K>
+MXQ_ALWAYS_INLINE std::uint64_t spread8(std::uint64_t x) noexcept {
+  static_assert(K == 3 || K == 4 || K == 6);
+  constexpr std::uint64_t m4 = (1ull << (4 * K)) - 1u;
+  x = (x & m4) | ((x << (32 - 4 * K)) & (m4 << 32));
+  constexpr std::uint64_t m2 = 0x0000FFFF0000FFFFull & (0x0001000100010001ull * ((1u << (2 * K)) - 1u));
+  x = (x & m2) | ((x << (16 - 2 * K)) & (m2 << 16));
+  constexpr std::uint64_t m1 = 0x00FF00FF00FF00FFull & (0x0101010101010101ull * ((1u << K) - 1u));
+  x = (x & m1) | ((x << (8 - K)) & (m1 << 8));
+  return x;
+}
+
+// Packs n codes (codes[n..round_up(n, 8)) must be readable and zero) into ceil(n*Bits/8) bytes.
+template <int Bits, class Layout>
+inline void pack_block(const std::uint8_t* codes, std::size_t n, std::size_t block, std::uint8_t* dst) noexcept {
+  if constexpr (std::is_same_v<Layout, split_halves_layout>) {
+    // Whole blocks only (the layout's own invariant).
+    const std::size_t half = block / 2;
+#if MXQ_KERNEL_AVX2
+    if (half == 16) {
+      const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes));
+      const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + 16));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm_or_si128(lo, _mm_slli_epi16(hi, 4)));
+      return;
+    }
+#endif
+    for (std::size_t j = 0; j < half; ++j)
+      dst[j] = static_cast<std::uint8_t>((codes[j] & 0x0F) | (codes[j + half] << 4));
+    (void)n;
+  } else if constexpr (Bits == 8) {
+    std::memcpy(dst, codes, n);
+    (void)block;
+  } else {
+    (void)block;
+    const std::size_t nbytes = (n * Bits + 7) / 8;
+#if MXQ_KERNEL_AVX2
+    if constexpr (Bits == 4) {
+      if (n == 32) {
+        const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes));
+        const __m256i w = _mm256_and_si256(_mm256_or_si256(b, _mm256_srli_epi16(b, 4)), _mm256_set1_epi16(0x00FF));
+        const __m128i p = _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), p);
+        return;
+      }
+    }
+#endif
+    std::uint8_t tmp[8 * Bits];  // up to 64 codes
+    std::size_t out = 0;
+    for (std::size_t i = 0; i < n; i += 8) {
+      std::uint64_t v;
+      std::memcpy(&v, codes + i, 8);
+      const std::uint64_t p = compact8<Bits>(v);
+      std::memcpy(tmp + out, &p, 8 > sizeof(tmp) - out ? sizeof(tmp) - out : 8);
+      out += Bits;
+    }
+    std::memcpy(dst, tmp, nbytes);
+  }
+}
+
+// Unpacks n codes of a block into bytes; writes round_up(n, 8) bytes (the tail is garbage-free:
+// codes past n are zero).
+template <int Bits, class Layout>
+inline void unpack_block(const std::uint8_t* src, std::size_t n, std::size_t block, std::uint8_t* codes) noexcept {
+  if constexpr (std::is_same_v<Layout, split_halves_layout>) {
+    const std::size_t half = block / 2;
+#if MXQ_KERNEL_AVX2
+    if (half == 16) {
+      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
+      const __m128i m = _mm_set1_epi8(0x0F);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(codes), _mm_and_si128(b, m));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + 16), _mm_and_si128(_mm_srli_epi16(b, 4), m));
+      return;
+    }
+#endif
+    for (std::size_t j = 0; j < half; ++j) {
+      codes[j] = static_cast<std::uint8_t>(src[j] & 0x0F);
+      codes[j + half] = static_cast<std::uint8_t>(src[j] >> 4);
+    }
+    (void)n;
+  } else if constexpr (Bits == 8) {
+    (void)block;
+    std::memcpy(codes, src, n);
+    for (std::size_t i = n; i % 8 != 0; ++i) codes[i] = 0;
+  } else {
+    (void)block;
+#if MXQ_KERNEL_AVX2
+    if constexpr (Bits == 4) {
+      if (n == 32) {
+        const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
+        const __m128i m = _mm_set1_epi8(0x0F);
+        const __m128i lo = _mm_and_si128(b, m), hi = _mm_and_si128(_mm_srli_epi16(b, 4), m);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(codes), _mm_unpacklo_epi8(lo, hi));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + 16), _mm_unpackhi_epi8(lo, hi));
+        return;
+      }
+    }
+#endif
+    const std::size_t nbytes = (n * Bits + 7) / 8;
+    std::size_t in = 0;
+    for (std::size_t i = 0; i < n; i += 8, in += Bits) {
+      std::uint64_t v = 0;
+      std::memcpy(&v, src + in, nbytes - in < static_cast<std::size_t>(Bits) ? nbytes - in : Bits);
+      std::uint64_t c = spread8<Bits>(v);
+      if (n - i < 8) c &= (1ull << (8 * (n - i))) - 1u;  // bits past the row's end
+      std::memcpy(codes + i, &c, 8);
+    }
+  }
+}
+
+}  // namespace mxq::kernel::detail
