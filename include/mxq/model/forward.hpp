@@ -1,0 +1,293 @@
+// fp32 reference forward pass of a Llama/Qwen2 decoder on batches of independent windows.
+//
+// Hidden states are one row-major [tokens, hidden] matrix holding n_windows windows of seq_len
+// tokens each; every window restarts RoPE positions at 0 and attends only inside itself. Every
+// linear runs as one Eigen GEMM over all tokens of the batch.
+//
+// Quantization pipelines drive it one decoder layer at a time (layer_forward), observe each
+// linear's input through forward_hooks::on_linear_input, replace weights in model_weights in place,
+// and fake-quantize activations through forward_hooks::act_quant.
+#pragma once
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include <Eigen/Core>
+
+#include "../config.hpp"
+#include "../io/float_bits.hpp"
+#include "parallel.hpp"
+#include "weights.hpp"
+
+namespace mxq {
+
+using token_id = std::uint32_t;
+
+// Linears that read the same input: q/k/v share the attention norm's output, gate/up share the
+// MLP norm's output.
+enum class linear_group { qkv, o, gate_up, down };
+
+inline std::string_view linear_group_name(linear_group g) {
+  switch (g) {
+    case linear_group::qkv: return "qkv";
+    case linear_group::o: return "o";
+    case linear_group::gate_up: return "gate_up";
+    case linear_group::down: return "down";
+  }
+  return "?";
+}
+
+// The short linear names ("q_proj", ...) that read a group's input.
+inline std::span<const std::string_view> linear_group_members(linear_group g) {
+  static constexpr std::string_view qkv[] = {"q_proj", "k_proj", "v_proj"};
+  static constexpr std::string_view o[] = {"o_proj"};
+  static constexpr std::string_view gate_up[] = {"gate_proj", "up_proj"};
+  static constexpr std::string_view down[] = {"down_proj"};
+  switch (g) {
+    case linear_group::qkv: return qkv;
+    case linear_group::o: return o;
+    case linear_group::gate_up: return gate_up;
+    case linear_group::down: return down;
+  }
+  return {};
+}
+
+// Fake-quantizes (quantize + dequantize in place) a linear's input, rows = tokens. It receives the
+// whole input of one layer_forward call and may be called concurrently for different batches
+// (perplexity runs batches in parallel), so it must be thread-safe.
+using act_quant_fn = std::function<void(Eigen::Ref<RowMajorMatrixXf>)>;
+
+// Sees the input of a linear group exactly as the linears get it (after act_quant, if any).
+using linear_input_fn = std::function<void(std::size_t layer, linear_group group, const RowMajorMatrixXf& input)>;
+
+struct forward_hooks {
+  linear_input_fn on_linear_input;  // optional observer
+  act_quant_fn act_quant;           // optional; applied to every decoder linear input (not embeddings / lm_head)
+};
+
+namespace detail::model {
+
+// Scratch matrices reused across layers and batches (resize is free when the size is unchanged).
+struct workspace {
+  RowMajorMatrixXf normed, q, k, v, attn, gate, up;
+  Eigen::Array<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> rope_cos, rope_sin;  // [seq, head_dim/2]
+  std::size_t rope_seq = 0, rope_dim = 0;
+  double rope_theta = 0;
+  bool rope_bf16 = false;
+};
+
+inline void check_batch(const model_weights& w, std::size_t layer, const RowMajorMatrixXf& hidden, std::size_t seq) {
+  const auto& c = w.config;
+  if (layer >= w.layers.size())
+    throw error("layer_forward: layer " + std::to_string(layer) + " out of range (model has " +
+                std::to_string(w.layers.size()) + ")");
+  if (static_cast<std::size_t>(hidden.cols()) != c.hidden_size)
+    throw error("layer_forward: hidden has " + std::to_string(hidden.cols()) + " columns, model hidden_size is " +
+                std::to_string(c.hidden_size));
+  if (seq == 0 || static_cast<std::size_t>(hidden.rows()) % seq != 0)
+    throw error("layer_forward: " + std::to_string(hidden.rows()) + " tokens are not a whole number of windows of " +
+                std::to_string(seq));
+}
+
+// HF's default RoPE: inv_freq = 1 / theta^(2i/d) computed in float32 like transformers (optionally
+// rounded to bf16, see model_config::rope_inv_freq_bf16), angles in float32, cos/sin of them.
+inline void prepare_rope(workspace& ws, std::size_t seq, std::size_t dim, double theta, bool bf16) {
+  if (ws.rope_seq == seq && ws.rope_dim == dim && ws.rope_theta == theta && ws.rope_bf16 == bf16) return;
+  const std::size_t half = dim / 2;
+  ws.rope_cos.resize(static_cast<Eigen::Index>(seq), static_cast<Eigen::Index>(half));
+  ws.rope_sin.resize(static_cast<Eigen::Index>(seq), static_cast<Eigen::Index>(half));
+  for (std::size_t i = 0; i < half; ++i) {
+    const float expo = static_cast<float>(2 * i) / static_cast<float>(dim);
+    float inv_freq = 1.0f / std::pow(static_cast<float>(theta), expo);
+    if (bf16) inv_freq = io::bf16_to_float(io::float_to_bf16(inv_freq));
+    for (std::size_t p = 0; p < seq; ++p) {
+      const float angle = static_cast<float>(p) * inv_freq;
+      ws.rope_cos(static_cast<Eigen::Index>(p), static_cast<Eigen::Index>(i)) = std::cos(angle);
+      ws.rope_sin(static_cast<Eigen::Index>(p), static_cast<Eigen::Index>(i)) = std::sin(angle);
+    }
+  }
+  ws.rope_seq = seq;
+  ws.rope_dim = dim;
+  ws.rope_theta = theta;
+  ws.rope_bf16 = bf16;
+}
+
+// Rotates (x1, x2) halves of every head of rows [b, e): x1' = x1 c - x2 s, x2' = x2 c + x1 s.
+inline void apply_rope(RowMajorMatrixXf& x, std::size_t heads, std::size_t dim, std::size_t seq, std::size_t b,
+                       std::size_t e, const workspace& ws) {
+  const Eigen::Index half = static_cast<Eigen::Index>(dim / 2);
+  Eigen::ArrayXf tmp(half);
+  for (std::size_t t = b; t < e; ++t) {
+    const Eigen::Index pos = static_cast<Eigen::Index>(t % seq);
+    const auto c = ws.rope_cos.row(pos).transpose();
+    const auto s = ws.rope_sin.row(pos).transpose();
+    float* row = x.row(static_cast<Eigen::Index>(t)).data();
+    for (std::size_t h = 0; h < heads; ++h) {
+      Eigen::Map<Eigen::ArrayXf> x1(row + h * dim, half), x2(row + h * dim + half, half);
+      tmp = x1 * c - x2 * s;
+      x2 = x2 * c + x1 * s;
+      x1 = tmp;
+    }
+  }
+}
+
+// out[b:e] = RMSNorm(x[b:e]) * weight, like HF: x * rsqrt(mean(x^2) + eps) * weight.
+inline void rms_norm_rows(const RowMajorMatrixXf& x, const Eigen::VectorXf& weight, float eps, RowMajorMatrixXf& out,
+                          std::size_t b, std::size_t e) {
+  const float inv_n = 1.0f / static_cast<float>(x.cols());
+  for (std::size_t t = b; t < e; ++t) {
+    const auto r = x.row(static_cast<Eigen::Index>(t));
+    const float scale = 1.0f / std::sqrt(r.squaredNorm() * inv_n + eps);
+    out.row(static_cast<Eigen::Index>(t)) = (r.array() * scale) * weight.transpose().array();
+  }
+}
+
+// y[b:e] (=|+=) x[b:e] W^T + bias.
+inline void linear_rows(const RowMajorMatrixXf& x, const linear_weights& L, RowMajorMatrixXf& y, std::size_t b,
+                        std::size_t e, bool accumulate) {
+  const Eigen::Index rb = static_cast<Eigen::Index>(b), n = static_cast<Eigen::Index>(e - b);
+  auto yb = y.middleRows(rb, n);
+  if (accumulate)
+    yb.noalias() += x.middleRows(rb, n) * L.weight.transpose();
+  else
+    yb.noalias() = x.middleRows(rb, n) * L.weight.transpose();
+  if (L.has_bias()) yb.rowwise() += L.bias.transpose();
+}
+
+// Causal softmax attention of windows [wb, we) with GQA; q is already scaled by 1/sqrt(head_dim).
+inline void attention_windows(const workspace& ws, RowMajorMatrixXf& out, const model_config& c, std::size_t seq,
+                              std::size_t wb, std::size_t we) {
+  const Eigen::Index S = static_cast<Eigen::Index>(seq), D = static_cast<Eigen::Index>(c.head_dim);
+  const std::size_t group = c.num_attention_heads / c.num_key_value_heads;
+  RowMajorMatrixXf scores(S, S);
+  for (std::size_t w = wb; w < we; ++w) {
+    const Eigen::Index r0 = static_cast<Eigen::Index>(w) * S;
+    for (std::size_t h = 0; h < c.num_attention_heads; ++h) {
+      const Eigen::Index qc = static_cast<Eigen::Index>(h) * D, kc = static_cast<Eigen::Index>(h / group) * D;
+      scores.noalias() = ws.q.block(r0, qc, S, D) * ws.k.block(r0, kc, S, D).transpose();
+      for (Eigen::Index i = 0; i < S; ++i) {
+        auto r = scores.row(i).head(i + 1).array();
+        const float m = r.maxCoeff();
+        r = (r - m).exp();
+        r *= 1.0f / r.sum();
+        scores.row(i).tail(S - i - 1).setZero();
+      }
+      out.block(r0, qc, S, D).noalias() = scores.triangularView<Eigen::Lower>() * ws.v.block(r0, kc, S, D);
+    }
+  }
+}
+
+inline void layer_forward_impl(const model_weights& w, std::size_t layer, RowMajorMatrixXf& hidden, std::size_t seq,
+                               const forward_hooks& hooks, unsigned threads, workspace& ws) {
+  check_batch(w, layer, hidden, seq);
+  const model_config& c = w.config;
+  const decoder_layer_weights& L = w.layers[layer];
+  const std::size_t T = static_cast<std::size_t>(hidden.rows());
+  const Eigen::Index Ti = hidden.rows();
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const float q_scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  auto observe = [&](linear_group g, RowMajorMatrixXf& x) {
+    if (hooks.act_quant) hooks.act_quant(x);
+    if (hooks.on_linear_input) hooks.on_linear_input(layer, g, x);
+  };
+
+  ws.normed.resize(Ti, hidden.cols());
+  ws.q.resize(Ti, static_cast<Eigen::Index>(c.q_dim()));
+  ws.k.resize(Ti, static_cast<Eigen::Index>(c.kv_dim()));
+  ws.v.resize(Ti, static_cast<Eigen::Index>(c.kv_dim()));
+  ws.attn.resize(Ti, static_cast<Eigen::Index>(c.q_dim()));
+  ws.gate.resize(Ti, static_cast<Eigen::Index>(c.intermediate_size));
+  ws.up.resize(Ti, static_cast<Eigen::Index>(c.intermediate_size));
+  prepare_rope(ws, seq, c.head_dim, c.rope_theta, c.rope_inv_freq_bf16);
+
+  // Attention block.
+  parallel_slices(T, threads, [&](std::size_t b, std::size_t e, std::size_t) {
+    rms_norm_rows(hidden, L.input_layernorm, eps, ws.normed, b, e);
+  });
+  observe(linear_group::qkv, ws.normed);
+  parallel_slices(T, threads, [&](std::size_t b, std::size_t e, std::size_t) {
+    linear_rows(ws.normed, L.q_proj, ws.q, b, e, false);
+    linear_rows(ws.normed, L.k_proj, ws.k, b, e, false);
+    linear_rows(ws.normed, L.v_proj, ws.v, b, e, false);
+    apply_rope(ws.q, c.num_attention_heads, c.head_dim, seq, b, e, ws);
+    apply_rope(ws.k, c.num_key_value_heads, c.head_dim, seq, b, e, ws);
+    ws.q.middleRows(static_cast<Eigen::Index>(b), static_cast<Eigen::Index>(e - b)) *= q_scale;
+  });
+  parallel_slices(T / seq, threads, [&](std::size_t b, std::size_t e, std::size_t) {
+    attention_windows(ws, ws.attn, c, seq, b, e);
+  });
+  observe(linear_group::o, ws.attn);
+  parallel_slices(T, threads, [&](std::size_t b, std::size_t e, std::size_t) {
+    linear_rows(ws.attn, L.o_proj, hidden, b, e, true);  // residual
+    rms_norm_rows(hidden, L.post_attention_layernorm, eps, ws.normed, b, e);
+  });
+
+  // MLP block: down(silu(gate(x)) * up(x)).
+  observe(linear_group::gate_up, ws.normed);
+  parallel_slices(T, threads, [&](std::size_t b, std::size_t e, std::size_t) {
+    linear_rows(ws.normed, L.gate_proj, ws.gate, b, e, false);
+    linear_rows(ws.normed, L.up_proj, ws.up, b, e, false);
+    auto g = ws.gate.middleRows(static_cast<Eigen::Index>(b), static_cast<Eigen::Index>(e - b)).array();
+    g = g / (1.0f + (-g).exp()) * ws.up.middleRows(static_cast<Eigen::Index>(b), static_cast<Eigen::Index>(e - b)).array();
+  });
+  observe(linear_group::down, ws.gate);
+  parallel_slices(T, threads, [&](std::size_t b, std::size_t e, std::size_t) {
+    linear_rows(ws.gate, L.down_proj, hidden, b, e, true);  // residual
+  });
+}
+
+}  // namespace detail::model
+
+// Embedding lookup for a batch of windows: [tokens.size(), hidden]. Ids >= vocab_size throw.
+inline RowMajorMatrixXf embed(const model_weights& w, std::span<const token_id> tokens) {
+  RowMajorMatrixXf h(static_cast<Eigen::Index>(tokens.size()), w.embed_tokens.cols());
+  for (std::size_t t = 0; t < tokens.size(); ++t) {
+    if (tokens[t] >= static_cast<token_id>(w.embed_tokens.rows()))
+      throw error("token id " + std::to_string(tokens[t]) + " at position " + std::to_string(t) +
+                  " is outside the vocabulary (" + std::to_string(w.embed_tokens.rows()) + ")");
+    h.row(static_cast<Eigen::Index>(t)) = w.embed_tokens.row(static_cast<Eigen::Index>(tokens[t]));
+  }
+  return h;
+}
+
+// Runs decoder layer `layer` in place on hidden = [n_windows * seq_len, hidden_size]. `threads`
+// splits the work of this one call (hooks still see whole matrices, called from this thread).
+inline void layer_forward(const model_weights& w, std::size_t layer, RowMajorMatrixXf& hidden, std::size_t seq_len,
+                          const forward_hooks& hooks = {}, unsigned threads = 1) {
+  detail::model::workspace ws;
+  detail::model::layer_forward_impl(w, layer, hidden, seq_len, hooks, resolve_threads(threads), ws);
+}
+
+// Final RMSNorm, in place.
+inline void final_norm(const model_weights& w, RowMajorMatrixXf& hidden) {
+  detail::model::rms_norm_rows(hidden, w.norm, static_cast<float>(w.config.rms_norm_eps), hidden, 0,
+                               static_cast<std::size_t>(hidden.rows()));
+}
+
+// logits = normed_hidden * lm_head^T: [rows, vocab].
+inline RowMajorMatrixXf lm_head_logits(const model_weights& w, const Eigen::Ref<const RowMajorMatrixXf>& normed) {
+  RowMajorMatrixXf logits(normed.rows(), w.lm_head.rows());
+  logits.noalias() = normed * w.lm_head.transpose();
+  return logits;
+}
+
+// Whole model: tokens (n_windows * seq_len ids) -> logits [tokens, vocab].
+inline RowMajorMatrixXf forward_logits(const model_weights& w, std::span<const token_id> tokens, std::size_t seq_len,
+                                       const forward_hooks& hooks = {}, unsigned threads = 1) {
+  if (seq_len == 0 || tokens.size() % seq_len != 0)
+    throw error("forward_logits: " + std::to_string(tokens.size()) + " tokens are not a whole number of windows of " +
+                std::to_string(seq_len));
+  RowMajorMatrixXf h = embed(w, tokens);
+  detail::model::workspace ws;
+  for (std::size_t l = 0; l < w.layers.size(); ++l)
+    detail::model::layer_forward_impl(w, l, h, seq_len, hooks, resolve_threads(threads), ws);
+  final_norm(w, h);
+  return lm_head_logits(w, h);
+}
+
+}  // namespace mxq

@@ -1,0 +1,158 @@
+// All weights of a Llama/Qwen2 checkpoint as fp32 Eigen row-major matrices. Linear weights keep the
+// Hugging Face [out, in] layout, so a quantizer can replace any of them in place.
+#pragma once
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "../io/error.hpp"
+#include "../io/safetensors.hpp"
+#include "config.hpp"
+
+namespace mxq {
+
+using RowMajorMatrixXf = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+struct linear_weights {
+  RowMajorMatrixXf weight;  // [out_features, in_features]
+  Eigen::VectorXf bias;     // [out_features], or empty when the linear has no bias
+  bool has_bias() const { return bias.size() != 0; }
+  std::size_t out_features() const { return static_cast<std::size_t>(weight.rows()); }
+  std::size_t in_features() const { return static_cast<std::size_t>(weight.cols()); }
+};
+
+// The seven linears of a decoder layer, in the order the layer runs them.
+inline constexpr std::array<std::string_view, 7> linear_names = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                                                  "gate_proj", "up_proj", "down_proj"};
+
+struct decoder_layer_weights {
+  Eigen::VectorXf input_layernorm;           // [hidden]
+  Eigen::VectorXf post_attention_layernorm;  // [hidden]
+  linear_weights q_proj, k_proj, v_proj, o_proj;
+  linear_weights gate_proj, up_proj, down_proj;
+
+  // By short name ("q_proj" ... "down_proj"); anything else throws mxq::error.
+  linear_weights& linear(std::string_view name) {
+    return const_cast<linear_weights&>(static_cast<const decoder_layer_weights&>(*this).linear(name));
+  }
+  const linear_weights& linear(std::string_view name) const {
+    if (name == "q_proj") return q_proj;
+    if (name == "k_proj") return k_proj;
+    if (name == "v_proj") return v_proj;
+    if (name == "o_proj") return o_proj;
+    if (name == "gate_proj") return gate_proj;
+    if (name == "up_proj") return up_proj;
+    if (name == "down_proj") return down_proj;
+    throw error("unknown linear '" + std::string(name) + "' (expected q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj or down_proj)");
+  }
+};
+
+struct model_weights {
+  model_config config;
+  RowMajorMatrixXf embed_tokens;  // [vocab, hidden]
+  std::vector<decoder_layer_weights> layers;
+  Eigen::VectorXf norm;     // [hidden]
+  RowMajorMatrixXf lm_head;  // [vocab, hidden]; a copy of embed_tokens when the embeddings are tied
+};
+
+// The checkpoint tensor name prefix of a linear, e.g. (3, "q_proj") -> "model.layers.3.self_attn.q_proj".
+inline std::string linear_tensor_prefix(std::size_t layer, std::string_view name) {
+  const bool attn = name == "q_proj" || name == "k_proj" || name == "v_proj" || name == "o_proj";
+  return "model.layers." + std::to_string(layer) + (attn ? ".self_attn." : ".mlp.") + std::string(name);
+}
+
+namespace detail::model {
+
+inline void check_finite(const float* p, std::size_t n, const checkpoint& ck, const std::string& name) {
+  for (std::size_t i = 0; i < n; ++i)
+    if (!std::isfinite(p[i]))
+      io::fail(ck.file_of(name).path(), "tensor '" + name + "' holds a non-finite value (" + std::to_string(p[i]) +
+                                            ") at element " + std::to_string(i));
+}
+
+inline void check_shape(const checkpoint& ck, const std::string& name, std::vector<std::size_t> want) {
+  if (!ck.contains(name)) io::fail(ck.path(), "missing tensor '" + name + "'");
+  const auto& got = ck.info(name).shape;
+  if (got != want)
+    io::fail(ck.file_of(name).path(), "tensor '" + name + "' has shape " + shape_to_string(got) + ", expected " +
+                                          shape_to_string(want));
+}
+
+inline RowMajorMatrixXf load_matrix(const checkpoint& ck, const std::string& name, std::size_t rows, std::size_t cols) {
+  check_shape(ck, name, {rows, cols});
+  RowMajorMatrixXf m(static_cast<Eigen::Index>(rows), static_cast<Eigen::Index>(cols));
+  ck.read_f32_into(name, std::span<float>(m.data(), rows * cols));
+  check_finite(m.data(), rows * cols, ck, name);
+  return m;
+}
+
+inline Eigen::VectorXf load_vector(const checkpoint& ck, const std::string& name, std::size_t n) {
+  check_shape(ck, name, {n});
+  Eigen::VectorXf v(static_cast<Eigen::Index>(n));
+  ck.read_f32_into(name, std::span<float>(v.data(), n));
+  check_finite(v.data(), n, ck, name);
+  return v;
+}
+
+inline linear_weights load_linear(const checkpoint& ck, const std::string& prefix, std::size_t out, std::size_t in,
+                                  bool bias_required) {
+  linear_weights l;
+  l.weight = load_matrix(ck, prefix + ".weight", out, in);
+  // Biases are detected by presence too: some configs omit attention_bias.
+  if (bias_required || ck.contains(prefix + ".bias")) l.bias = load_vector(ck, prefix + ".bias", out);
+  return l;
+}
+
+}  // namespace detail::model
+
+// Loads every weight to fp32. Throws io_error naming the file for a missing tensor, a wrong shape,
+// an unreadable dtype or a non-finite value.
+inline model_weights load_model_weights(const checkpoint& ck, const model_config& cfg) {
+  namespace d = detail::model;
+  model_weights w;
+  w.config = cfg;
+  const std::size_t H = cfg.hidden_size, I = cfg.intermediate_size, V = cfg.vocab_size;
+  w.embed_tokens = d::load_matrix(ck, "model.embed_tokens.weight", V, H);
+  w.layers.resize(cfg.num_hidden_layers);
+  for (std::size_t i = 0; i < cfg.num_hidden_layers; ++i) {
+    auto& L = w.layers[i];
+    const std::string p = "model.layers." + std::to_string(i);
+    L.input_layernorm = d::load_vector(ck, p + ".input_layernorm.weight", H);
+    L.post_attention_layernorm = d::load_vector(ck, p + ".post_attention_layernorm.weight", H);
+    // Qwen2 biases q/k/v only; Llama's attention_bias biases o_proj as well.
+    const bool qkv_bias = cfg.attention_bias;
+    const bool o_bias = cfg.attention_bias && cfg.model_type == "llama";
+    L.q_proj = d::load_linear(ck, p + ".self_attn.q_proj", cfg.q_dim(), H, qkv_bias);
+    L.k_proj = d::load_linear(ck, p + ".self_attn.k_proj", cfg.kv_dim(), H, qkv_bias);
+    L.v_proj = d::load_linear(ck, p + ".self_attn.v_proj", cfg.kv_dim(), H, qkv_bias);
+    L.o_proj = d::load_linear(ck, p + ".self_attn.o_proj", H, cfg.q_dim(), o_bias);
+    L.gate_proj = d::load_linear(ck, p + ".mlp.gate_proj", I, H, cfg.mlp_bias);
+    L.up_proj = d::load_linear(ck, p + ".mlp.up_proj", I, H, cfg.mlp_bias);
+    L.down_proj = d::load_linear(ck, p + ".mlp.down_proj", H, I, cfg.mlp_bias);
+  }
+  w.norm = d::load_vector(ck, "model.norm.weight", H);
+  if (ck.contains("lm_head.weight"))
+    w.lm_head = d::load_matrix(ck, "lm_head.weight", V, H);
+  else if (cfg.tie_word_embeddings)
+    w.lm_head = w.embed_tokens;
+  else
+    detail::io::fail(ck.path(), "missing tensor 'lm_head.weight' (and tie_word_embeddings is false)");
+  return w;
+}
+
+// Loads config.json and the safetensors weights of a Hugging Face model directory.
+inline model_weights load_model(const std::filesystem::path& dir) {
+  if (!std::filesystem::is_directory(dir))
+    detail::io::fail(dir, "not a model directory (expected config.json and model.safetensors inside)");
+  const model_config cfg = load_model_config(dir);
+  const checkpoint ck(dir);
+  return load_model_weights(ck, cfg);
+}
+
+}  // namespace mxq
