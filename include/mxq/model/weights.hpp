@@ -12,6 +12,7 @@
 #include <Eigen/Core>
 
 #include "../io/error.hpp"
+#include "../io/packed_io.hpp"
 #include "../io/safetensors.hpp"
 #include "config.hpp"
 
@@ -103,7 +104,17 @@ inline Eigen::VectorXf load_vector(const checkpoint& ck, const std::string& name
 inline linear_weights load_linear(const checkpoint& ck, const std::string& prefix, std::size_t out, std::size_t in,
                                   bool bias_required) {
   linear_weights l;
-  l.weight = load_matrix(ck, prefix + ".weight", out, in);
+  if (!ck.contains(prefix + ".weight") && has_packed(ck, prefix)) {
+    // A quantized checkpoint (mxq quantize-model): decode the packed codes exactly.
+    tensor_f32 t = read_packed_dequantized(ck, prefix);
+    if (t.shape != std::vector<std::size_t>{out, in})
+      io::fail(ck.path(), "packed weight '" + prefix + "' has shape " + shape_to_string(t.shape) + ", expected " +
+                              shape_to_string(std::vector<std::size_t>{out, in}));
+    l.weight = Eigen::Map<RowMajorMatrixXf>(t.data.data(), static_cast<Eigen::Index>(out), static_cast<Eigen::Index>(in));
+    check_finite(l.weight.data(), out * in, ck, prefix + ".weight_blocks");
+  } else {
+    l.weight = load_matrix(ck, prefix + ".weight", out, in);
+  }
   // Biases are detected by presence too: some configs omit attention_bias.
   if (bias_required || ck.contains(prefix + ".bias")) l.bias = load_vector(ck, prefix + ".bias", out);
   return l;
