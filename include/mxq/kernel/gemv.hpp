@@ -27,6 +27,7 @@
 #include <limits>
 #include <memory>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "../format/block.hpp"
@@ -211,47 +212,87 @@ MXQ_ALWAYS_INLINE __m256i load_chunk(const std::uint8_t* row, std::size_t c, std
   return _mm256_load_si256(reinterpret_cast<const __m256i*>(tmp));
 }
 
-// 8 scale bytes starting at block b (zero past the end) -> FP32 via the LUT.
-MXQ_ALWAYS_INLINE __m256 load_scales8(const std::uint8_t* s, std::size_t b, std::size_t nb, const float* lut) noexcept {
-  std::uint64_t v = 0;
-  if (b + 8 <= nb) std::memcpy(&v, s + b, 8);
-  else if (b < nb) std::memcpy(&v, s + b, nb - b);
-  const __m256i idx = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(v)));
-  return _mm256_i32gather_ps(lut, idx, 4);
+// 8 scale bytes (all in range) -> FP32 multipliers: exponent-field arithmetic, the LUT only
+// for the rare codes arithmetic does not cover (E8M0 0x00 / 0xFF; UE4M3 >= 0x7F).
+template <class F>
+MXQ_ALWAYS_INLINE __m256 scales8(const std::uint8_t* s, const float* lut, float ts) noexcept {
+  std::uint64_t v;
+  std::memcpy(&v, s, 8);
+  const __m256i c = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(v)));
+  constexpr std::uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+  if constexpr (std::is_same_v<typename F::scale, e8m0_scale>) {
+    const std::uint64_t zero = (v - ones) & ~v & highs, full = (~v - ones) & v & highs;  // any 0x00 / 0xFF byte
+    if ((zero | full) == 0) [[likely]]
+      return _mm256_castsi256_ps(_mm256_slli_epi32(c, 23));
+  } else {
+    const std::uint64_t big = ((v & ~highs) + ones * 0x01) & highs;  // any byte with low 7 bits == 0x7F
+    if (((v & highs) | big) == 0) [[likely]] {
+      const __m256 e = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_slli_epi32(c, 20)), _mm256_set1_ps(0x1p120f));
+      return F::scale::has_tensor_scale ? _mm256_mul_ps(e, _mm256_set1_ps(ts)) : e;
+    }
+  }
+  (void)ts;
+  return _mm256_i32gather_ps(lut, c, 4);
 }
 
 // ---- gemv, int8 activations ----------------------------------------------------------------
+// One 64-code chunk: exact int32 dots of 8 lanes (lane i = codes 8i..8i+7) minus the offset term.
+MXQ_ALWAYS_INLINE __m256i w4a8_chunk(__m256i v, const std::int8_t* x, const std::int32_t* corr, __m256i ulut) noexcept {
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  const __m256i wl = _mm256_shuffle_epi8(ulut, _mm256_and_si256(v, m4));
+  const __m256i wh = _mm256_shuffle_epi8(ulut, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+  const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(wl, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x))),
+                                     _mm256_maddubs_epi16(wh, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32))));
+  return _mm256_sub_epi32(_mm256_madd_epi16(p, _mm256_set1_epi16(1)), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(corr)));
+}
+
+// Lane -> block (within a group of 8 blocks) for chunk j of the group.
+template <int B>
+MXQ_ALWAYS_INLINE __m256i lane_blocks(int j) noexcept {
+  const int base = j * 64 / B;
+  return B == 32 ? _mm256_setr_epi32(base, base, base, base, base + 1, base + 1, base + 1, base + 1)
+                 : _mm256_setr_epi32(base, base, base + 1, base + 1, base + 2, base + 2, base + 3, base + 3);
+}
+
 template <class F, class Layout>
 float gemv_row_w4a8(const std::uint8_t* w, std::size_t row_bytes, const std::uint8_t* s, std::size_t nb_row,
-                    const q8_rows& a, const float* lut) {
+                    const q8_rows& a, const float* lut, float ts) {
   using L = w4_lut<typename F::element>;
   constexpr int B = F::block_size;
-  constexpr int G = B / 8;  // chunks per 8 blocks
+  constexpr std::size_t G = B / 8;  // chunks per group of 8 blocks
   const __m256i ulut = load_lut16(L::u.data());
-  const __m256i m4 = _mm256_set1_epi8(0x0F), ones16 = _mm256_set1_epi16(1);
-  const std::int8_t* q = a.qrow(0);
+  const std::int8_t* q = a.q.data();
+  const std::int32_t* corr = a.corr.data();
+  const float* d = a.d.data();
   const std::size_t nchunks = a.kp / 64;
+  // Groups lying wholly inside the row (codes and scales): the unchecked main loop.
+  const std::size_t full = std::min({nchunks / G, row_bytes / (32 * G), nb_row / 8});
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  for (std::size_t c0 = 0, b0 = 0; c0 < nchunks; c0 += G, b0 += 8) {
-    const __m256 sd = _mm256_mul_ps(load_scales8(s, b0, nb_row, lut), _mm256_loadu_ps(a.d.data() + b0));
-    const std::size_t gend = std::min<std::size_t>(G, nchunks - c0);
-    for (std::size_t j = 0; j < gend; ++j) {
+  for (std::size_t g = 0; g < full; ++g) {
+    const __m256 sd = _mm256_mul_ps(scales8<F>(s + 8 * g, lut, ts), _mm256_loadu_ps(d + 8 * g));
+    const std::uint8_t* wg = w + 32 * G * g;
+    const std::size_t c0 = G * g;
+    auto step = [&](auto jc) {
+      constexpr std::size_t J = decltype(jc)::value;
+      __m256& acc = J % 2 == 0 ? acc0 : acc1;
+      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(w4a8_chunk(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + 32 * J)),
+                                                          q + (c0 + J) * 64, corr + (c0 + J) * 8, ulut)),
+                            _mm256_permutevar8x32_ps(sd, lane_blocks<B>(static_cast<int>(J))), acc);
+    };
+    [&]<std::size_t... J>(std::index_sequence<J...>) {
+      (step(std::integral_constant<std::size_t, J>{}), ...);
+    }(std::make_index_sequence<G>{});
+  }
+  // Tail: partial groups, padded chunks and scales.
+  for (std::size_t c0 = full * G, b0 = full * 8; c0 < nchunks; c0 += G, b0 += 8) {
+    alignas(8) std::uint8_t sb[8] = {};
+    if (b0 < nb_row) std::memcpy(sb, s + b0, std::min<std::size_t>(8, nb_row - b0));
+    const __m256 sd = _mm256_mul_ps(_mm256_i32gather_ps(lut, _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sb))), 4),
+                                    _mm256_loadu_ps(d + b0));
+    for (std::size_t j = 0; j < G && c0 + j < nchunks; ++j) {
       const std::size_t c = c0 + j;
-      const __m256i v = load_chunk(w, c, row_bytes);
-      const __m256i wl = _mm256_shuffle_epi8(ulut, _mm256_and_si256(v, m4));
-      const __m256i wh = _mm256_shuffle_epi8(ulut, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
-      const __m256i xl = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + c * 64));
-      const __m256i xh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + c * 64 + 32));
-      const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(wl, xl), _mm256_maddubs_epi16(wh, xh));
-      const __m256i dd = _mm256_sub_epi32(_mm256_madd_epi16(p, ones16),
-                                          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.corr.data() + c * 8)));
-      // lane i covers codes 8i..8i+7 of the chunk: block (64 j + 8 i) / B of the group
-      const int sh = B == 32 ? 2 : 1;
-      const int base = static_cast<int>(j) * 64 / B;
-      const __m256i idx = _mm256_add_epi32(_mm256_set1_epi32(base), _mm256_srli_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), sh));
-      const __m256 sc = _mm256_permutevar8x32_ps(sd, idx);
-      if (j & 1) acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dd), sc, acc1);
-      else acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dd), sc, acc0);
+      const __m256i dd = w4a8_chunk(load_chunk(w, c, row_bytes), q + c * 64, corr + c * 8, ulut);
+      acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dd), _mm256_permutevar8x32_ps(sd, lane_blocks<B>(static_cast<int>(j))), acc0);
     }
   }
   return simd::hsum(_mm256_add_ps(acc0, acc1));
@@ -517,7 +558,7 @@ void gemm_into(const packed_matrix<F, Layout>& w, matrix_view<const T> x, matrix
             const detail::q8_rows& use = batch == 1 ? a : one;
             parallel_ranges(rows, opt.threads, 16, [&](std::size_t r0, std::size_t r1) {
               for (std::size_t r = r0; r < r1; ++r)
-                y(t, r) = detail::gemv_row_w4a8<F, Layout>(codes + r * w.row_bytes(), w.row_bytes(), scales + r * nb_row, nb_row, use, lut);
+                y(t, r) = detail::gemv_row_w4a8<F, Layout>(codes + r * w.row_bytes(), w.row_bytes(), scales + r * nb_row, nb_row, use, lut, w.tensor().scale);
             });
           }
           return;
