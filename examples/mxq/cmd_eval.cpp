@@ -8,6 +8,7 @@
 
 #include <mxq/model/perplexity.hpp>
 #include <mxq/model/weights.hpp>
+#include <mxq/pipeline.hpp>
 
 #include "args.hpp"
 #include "command.hpp"
@@ -20,6 +21,8 @@ struct eval_args {
   std::size_t seq = 256;
   unsigned threads = 0;  // 0 = all hardware threads
   std::size_t batch = 4;
+  std::string act_format;  // "" = the checkpoint's recorded mxq.act_format, if any
+  bool act_format_given = false;
 };
 
 std::size_t count(const mxq::cli::parsed_args& p, const std::string& k, std::size_t def, bool allow_zero = false) {
@@ -44,8 +47,19 @@ eval_args parse_eval_args(const mxq::cli::args_t& args) {
   return a;
 }
 
-// The optional activation fake-quant for every decoder linear input (none yet: --act-format hooks in here).
-mxq::act_quant_fn make_act_quant(const eval_args&) { return {}; }
+// The activation fake-quant for every decoder linear input: --act-format, else what a quantized
+// checkpoint recorded (mxq.act_format), else none ("none" turns a recorded one off).
+std::string resolve_act_format(const eval_args& a) {
+  if (a.act_format_given) {
+    if (a.act_format != "none" && !mxq::is_known_format(a.act_format))
+      throw mxq::error("unknown activation format '" + a.act_format + "' (see `mxq formats`)");
+    return a.act_format == "none" ? "" : a.act_format;
+  }
+  const mxq::checkpoint ck(a.model);
+  for (const auto& shard : ck.shards())
+    if (auto it = shard.metadata().find("mxq.act_format"); it != shard.metadata().end()) return it->second;
+  return {};
+}
 
 int run_eval_ppl(const mxq::cli::args_t& args) {
   const eval_args a = parse_eval_args(args);
@@ -64,7 +78,8 @@ int run_eval_ppl(const mxq::cli::args_t& args) {
                      " tokens)");
   opt.threads = mxq::resolve_threads(a.threads);
   opt.windows_per_batch = a.batch;
-  opt.act_quant = make_act_quant(a);
+  const std::string act_format = resolve_act_format(a);
+  opt.act_quant = mxq::make_act_quant_fn(act_format);
   // A live counter on a terminal; about ten lines otherwise (logs, ctest).
   const bool tty = ::isatty(2) != 0;
   opt.progress = [tty, next = std::size_t{0}](std::size_t done, std::size_t total) mutable {
@@ -75,9 +90,9 @@ int run_eval_ppl(const mxq::cli::args_t& args) {
       next = done * 10 / total + 1;
     }
   };
-  std::fprintf(stderr, "eval-ppl: %s (%s, %zu layers), %zu windows x %zu tokens of %s, %u threads\n",
+  std::fprintf(stderr, "eval-ppl: %s (%s, %zu layers), %zu windows x %zu tokens of %s, %u threads, activations %s\n",
                a.model.c_str(), w.config.model_type.c_str(), w.layers.size(), opt.windows, a.seq,
-               a.tokens.c_str(), opt.threads);
+               a.tokens.c_str(), opt.threads, act_format.empty() ? "fp32" : act_format.c_str());
   const auto t1 = clock::now();
   const mxq::perplexity_result r = mxq::perplexity(w, tokens, opt);
   const auto t2 = clock::now();
@@ -90,7 +105,7 @@ int run_eval_ppl(const mxq::cli::args_t& args) {
 
 const mxq::cli::registrar reg_eval_ppl(
     "eval-ppl",
-    "perplexity of a model: --model DIR --tokens FILE.u16 [--windows N (256)] [--seq 256] [--threads T] [--batch 4]",
+    "perplexity of a model: --model DIR --tokens FILE.u16 [--windows N (256)] [--seq 256] [--threads T] [--batch 4] [--act-format NAME|none]",
     run_eval_ppl);
 
 }  // namespace
