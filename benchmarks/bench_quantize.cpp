@@ -1,6 +1,10 @@
 // Quantize fp32 -> packed per format (SIMD path and the scalar oracle), fake_quant, next to a
 // memcpy of the same input bytes in the same run. Single thread.
-//   BM_quantize/<format>/<rows>x<cols>         mxq::quantize (SIMD kernels where they exist)
+//   BM_quantize/<format>/<rows>x<cols>         mxq::quantize_into (SIMD kernels where they exist)
+//                                              into a reused packed matrix, as memcpy reuses its
+//                                              destination
+//   BM_quantize_alloc/<format>/<rows>x<cols>   mxq::quantize, allocating (and zero-filling) the
+//                                              packed matrix every call
 //   BM_quantize_scalar/<format>/<rows>x<cols>  mxq::reference::quantize (the scalar oracle)
 //   BM_fake_quant/<format>/<rows>x<cols>       mxq::fake_quant, out of place
 //   BM_memcpy/<rows>x<cols>                    std::memcpy of rows*cols*4 bytes
@@ -35,13 +39,22 @@ const std::vector<float>& input(std::size_t n) {
   return data;
 }
 
+enum class mode { into, alloc, scalar };
+
 template <class F>
-void bm_quantize(benchmark::State& st, shape s, bool scalar) {
+void bm_quantize(benchmark::State& st, shape s, mode m) {
   const auto& x = input(s.rows * s.cols);
   const mxq::matrix_view<const float> v(x.data(), s.rows, s.cols);
+  mxq::packed_matrix<F> q = mxq::quantize<F>(v);
   for (auto _ : st) {
-    auto q = scalar ? mxq::reference::quantize<F>(v) : mxq::quantize<F>(v);
+    if (m == mode::into) {
+      mxq::quantize_into(v, q);
+    } else {
+      auto r = m == mode::scalar ? mxq::reference::quantize<F>(v) : mxq::quantize<F>(v);
+      benchmark::DoNotOptimize(r.code_bytes().data());
+    }
     benchmark::DoNotOptimize(q.code_bytes().data());
+    benchmark::ClobberMemory();
   }
   st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations()) * static_cast<std::int64_t>(s.rows * s.cols * 4));
 }
@@ -72,8 +85,9 @@ template <class F>
 void register_format() {
   const std::string f(mxq::format_traits<F>::name);
   for (const shape& s : kShapes) {
-    benchmark::RegisterBenchmark(("BM_quantize/" + f + "/" + s.name()).c_str(), bm_quantize<F>, s, false)->Unit(benchmark::kMillisecond)->UseRealTime();
-    benchmark::RegisterBenchmark(("BM_quantize_scalar/" + f + "/" + s.name()).c_str(), bm_quantize<F>, s, true)->Unit(benchmark::kMillisecond)->UseRealTime();
+    benchmark::RegisterBenchmark(("BM_quantize/" + f + "/" + s.name()).c_str(), bm_quantize<F>, s, mode::into)->Unit(benchmark::kMillisecond)->UseRealTime();
+    benchmark::RegisterBenchmark(("BM_quantize_alloc/" + f + "/" + s.name()).c_str(), bm_quantize<F>, s, mode::alloc)->Unit(benchmark::kMillisecond)->UseRealTime();
+    benchmark::RegisterBenchmark(("BM_quantize_scalar/" + f + "/" + s.name()).c_str(), bm_quantize<F>, s, mode::scalar)->Unit(benchmark::kMillisecond)->UseRealTime();
     benchmark::RegisterBenchmark(("BM_fake_quant/" + f + "/" + s.name()).c_str(), bm_fake_quant<F>, s)->Unit(benchmark::kMillisecond)->UseRealTime();
   }
 }

@@ -183,10 +183,17 @@ void check_case(gen& g, std::size_t rows, std::size_t cols, const mxq::quant_opt
                            " " + std::to_string(rows) + "x" + std::to_string(cols) + " offset " + std::to_string(offset);
   INFO(what);
 
-  REQUIRE(mxq::kernel::can_quantize<F, Layout>(opt));
+  REQUIRE(mxq::kernel::can_quantize<F, Layout>(opt) == mxq::kernel::simd_available);
   const auto fast = mxq::quantize<F, Layout>(x, opt);
   const auto ref = mxq::reference::quantize<F, Layout>(x, opt);
   compare_packed(fast, ref, what + " quantize");
+  {  // into a reused packed matrix full of garbage
+    mxq::packed_matrix<F, Layout> reuse(rows, cols);
+    for (auto& b : reuse.code_bytes()) b = 0xA5;
+    for (auto& sc : reuse.scale_data()) sc = 0x5A;
+    mxq::quantize_into(x, reuse, opt);
+    compare_packed(reuse, ref, what + " quantize_into");
+  }
   compare_values(mxq::dequantize(fast), mxq::reference::dequantize(ref), base, what + " dequantize");
 
   if constexpr (std::is_same_v<Layout, mxq::lsb_first_layout>) {

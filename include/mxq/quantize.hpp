@@ -154,6 +154,22 @@ packed_matrix<F, Layout> quantize(matrix_view<const float> x, const quant_option
   return q;
 }
 
+// Quantizes into an existing packed matrix of x's shape, reusing its storage (no allocation
+// on the fast path). Same result as `q = quantize<F, Layout>(x, opt)`.
+template <format_type F, class Layout>
+void quantize_into(matrix_view<const float> x, packed_matrix<F, Layout>& q, const quant_options& opt = {}) {
+  if (q.rows() != x.rows || q.cols() != x.cols)
+    throw error("quantize_into: the packed matrix is " + std::to_string(q.rows()) + "x" + std::to_string(q.cols()) +
+                " but the input is " + std::to_string(x.rows) + "x" + std::to_string(x.cols));
+  if (!kernel::can_quantize<F, Layout>(opt)) {
+    q = reference::quantize<F, Layout>(x, opt);
+    return;
+  }
+  detail::check_weights(opt, x.cols);
+  q.set_tensor(kernel::tensor_params_of<F>(x));
+  kernel::quantize_into(x, q, opt);
+}
+
 // 16-bit inputs (converted exactly to float; same result as quantizing the float values).
 template <format_type F, class Layout = lsb_first_layout, class T>
   requires(std::is_same_v<T, f16> || std::is_same_v<T, bf16>)

@@ -40,6 +40,54 @@ MXQ_ALWAYS_INLINE std::uint64_t spread8(std::uint64_t x) noexcept {
   return x;
 }
 
+MXQ_ALWAYS_INLINE std::uint64_t load_u64(const std::uint8_t* p) noexcept {
+  std::uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+MXQ_ALWAYS_INLINE void store_u64(std::uint8_t* p, std::uint64_t v) noexcept { std::memcpy(p, &v, 8); }
+
+// 32 codes <-> 4*K packed bytes (K = 3 or 6) with whole-word loads and stores (no partial-width
+// store followed by a wider load: that stalls store forwarding).
+template <int K>
+MXQ_ALWAYS_INLINE void pack32(const std::uint8_t* codes, std::uint8_t* dst) noexcept {
+  const std::uint64_t p0 = compact8<K>(load_u64(codes)), p1 = compact8<K>(load_u64(codes + 8));
+  const std::uint64_t p2 = compact8<K>(load_u64(codes + 16)), p3 = compact8<K>(load_u64(codes + 24));
+  if constexpr (K == 6) {  // 4 x 48 bits = 3 words
+    store_u64(dst, p0 | (p1 << 48));
+    store_u64(dst + 8, (p1 >> 16) | (p2 << 32));
+    store_u64(dst + 16, (p2 >> 32) | (p3 << 16));
+  } else if constexpr (K == 4) {
+    store_u64(dst, p0 | (p1 << 32));
+    store_u64(dst + 8, p2 | (p3 << 32));
+  } else {  // 4 x 24 bits = 12 bytes
+    store_u64(dst, p0 | (p1 << 24) | (p2 << 48));
+    const std::uint32_t hi = static_cast<std::uint32_t>((p2 >> 16) | (p3 << 8));
+    std::memcpy(dst + 8, &hi, 4);
+  }
+}
+template <int K>
+MXQ_ALWAYS_INLINE void unpack32(const std::uint8_t* src, std::uint8_t* codes) noexcept {
+  constexpr std::uint64_t m = (1ull << (8 * K)) - 1u;
+  std::uint64_t g0, g1, g2, g3;
+  if constexpr (K == 6) {
+    const std::uint64_t w0 = load_u64(src), w1 = load_u64(src + 8), w2 = load_u64(src + 16);
+    g0 = w0 & m, g1 = ((w0 >> 48) | (w1 << 16)) & m, g2 = ((w1 >> 32) | (w2 << 32)) & m, g3 = w2 >> 16;
+  } else if constexpr (K == 4) {
+    const std::uint64_t w0 = load_u64(src), w1 = load_u64(src + 8);
+    g0 = w0 & m, g1 = w0 >> 32, g2 = w1 & m, g3 = w1 >> 32;
+  } else {
+    std::uint32_t hi;
+    std::memcpy(&hi, src + 8, 4);
+    const std::uint64_t w0 = load_u64(src), w1 = hi;
+    g0 = w0 & m, g1 = (w0 >> 24) & m, g2 = ((w0 >> 48) | (w1 << 16)) & m, g3 = (w1 >> 8) & m;
+  }
+  store_u64(codes, spread8<K>(g0));
+  store_u64(codes + 8, spread8<K>(g1));
+  store_u64(codes + 16, spread8<K>(g2));
+  store_u64(codes + 24, spread8<K>(g3));
+}
+
 // Packs n codes (codes[n..round_up(n, 8)) must be readable and zero) into ceil(n*Bits/8) bytes.
 template <int Bits, class Layout>
 inline void pack_block(const std::uint8_t* codes, std::size_t n, std::size_t block, std::uint8_t* dst) noexcept {
@@ -74,13 +122,17 @@ inline void pack_block(const std::uint8_t* codes, std::size_t n, std::size_t blo
       }
     }
 #endif
-    std::uint8_t tmp[8 * Bits];  // up to 64 codes
+    if (n == 32) {
+      pack32<Bits>(codes, dst);
+      return;
+    }
+    std::uint8_t tmp[8 * Bits + 8];  // up to 64 codes, + 8: every store is a whole u64
     std::size_t out = 0;
     for (std::size_t i = 0; i < n; i += 8) {
       std::uint64_t v;
       std::memcpy(&v, codes + i, 8);
       const std::uint64_t p = compact8<Bits>(v);
-      std::memcpy(tmp + out, &p, 8 > sizeof(tmp) - out ? sizeof(tmp) - out : 8);
+      std::memcpy(tmp + out, &p, 8);
       out += Bits;
     }
     std::memcpy(dst, tmp, nbytes);
@@ -125,11 +177,16 @@ inline void unpack_block(const std::uint8_t* src, std::size_t n, std::size_t blo
       }
     }
 #endif
+    if (n == 32) {
+      unpack32<Bits>(src, codes);
+      return;
+    }
     const std::size_t nbytes = (n * Bits + 7) / 8;
     std::size_t in = 0;
     for (std::size_t i = 0; i < n; i += 8, in += Bits) {
       std::uint64_t v = 0;
-      std::memcpy(&v, src + in, nbytes - in < static_cast<std::size_t>(Bits) ? nbytes - in : Bits);
+      if (in + Bits <= nbytes) std::memcpy(&v, src + in, Bits);
+      else std::memcpy(&v, src + in, nbytes - in);
       std::uint64_t c = spread8<Bits>(v);
       if (n - i < 8) c &= (1ull << (8 * (n - i))) - 1u;  // bits past the row's end
       std::memcpy(codes + i, &c, 8);

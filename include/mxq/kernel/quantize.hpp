@@ -203,6 +203,55 @@ MXQ_ALWAYS_INLINE void store_codes8(__m256i c, std::uint8_t* dst) noexcept {
   _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), _mm_packus_epi16(p16, p16));
 }
 
+// A block's codes (NV vectors of 8 int32 codes, len <= 8 NV valid) -> packed bytes at dst.
+// Whole 16/32-code blocks of 4- and 8-bit codes are narrowed and packed in registers.
+template <int Bits, class Layout, int NV>
+MXQ_ALWAYS_INLINE void store_codes(const __m256i* c, std::size_t len, std::uint8_t* dst, std::uint8_t* scratch) noexcept {
+  constexpr std::size_t B = 8 * NV;
+  constexpr bool split = std::is_same_v<Layout, split_halves_layout>;
+  if constexpr ((NV == 4 || NV == 2) && (Bits == 4 || Bits == 8)) {
+    if (len == B) {
+      const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+      if constexpr (NV == 4) {
+        const __m256i b = _mm256_permutevar8x32_epi32(
+            _mm256_packus_epi16(_mm256_packus_epi32(c[0], c[1]), _mm256_packus_epi32(c[2], c[3])), order);
+        if constexpr (Bits == 8) {
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), b);
+        } else if constexpr (split) {
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm_or_si128(_mm256_castsi256_si128(b), _mm_slli_epi16(_mm256_extracti128_si256(b, 1), 4)));
+        } else {
+          const __m256i w = _mm256_and_si256(_mm256_or_si256(b, _mm256_srli_epi16(b, 4)), _mm256_set1_epi16(0x00FF));
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1)));
+        }
+      } else {
+        const __m256i p = _mm256_packus_epi32(c[0], c[1]);
+        const __m128i b = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(_mm256_packus_epi16(p, p), order));
+        if constexpr (Bits == 8) {
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), b);
+        } else if constexpr (split) {
+          _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), _mm_or_si128(b, _mm_slli_epi16(_mm_srli_si128(b, 8), 4)));
+        } else {
+          const __m128i w = _mm_and_si128(_mm_or_si128(b, _mm_srli_epi16(b, 4)), _mm_set1_epi16(0x00FF));
+          _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), _mm_packus_epi16(w, w));
+        }
+      }
+      return;
+    }
+  }
+  for (int i = 0; i < NV; ++i) store_codes8(c[i], scratch + 8 * i);
+  if (len < B) std::memset(scratch + len, 0, B - len);
+  pack_block<Bits, Layout>(scratch, len, B, dst);
+}
+
+// Exact round_magnitude<e4m3>(s, 1, nearest_even) for a float s >= 0 (the NVFP4 scale code).
+inline int e4m3_rne_index(float s) noexcept {
+  if (!(s < 432.0f)) return 126;  // at or above the last midpoint (432 ties to 448, even index)
+  const int eq = std::max(static_cast<int>(std::bit_cast<std::uint32_t>(s) >> 23), 121);
+  const float v = s * std::bit_cast<float>(static_cast<std::uint32_t>(254 + 3 - eq) << 23);
+  const float r = _mm_cvtss_f32(_mm_round_ss(_mm_setzero_ps(), _mm_set_ss(v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  return std::min(((eq - 121) << 3) + static_cast<int>(r), 126);
+}
+
 // 8 code bytes -> decoded element values (unscaled), exact for every code.
 template <class E>
 MXQ_ALWAYS_INLINE __m256 decode_codes(__m256i c) noexcept {
@@ -263,27 +312,35 @@ MXQ_ALWAYS_INLINE int block_amax_bits(const __m256* v, __m256* a) noexcept {
 
 enum class block_out { codes, values };
 
-// What one E8M0 block produces, given its scale code (0xFF = NaN block).
-template <class F, rounding R, block_out Out>
+// What one E8M0 block produces, given its scale code (0xFF = NaN block): packed codes at
+// `codes` (Out == codes) or FP32 values at `values`.
+template <class F, rounding R, block_out Out, class Layout>
 MXQ_ALWAYS_INLINE void e8m0_elements(const __m256* v, const __m256* a, int code, std::size_t len,
-                                     std::uint8_t* codes, float* values) noexcept {
+                                     std::uint8_t* codes, std::uint8_t* scratch, float* values) noexcept {
   using E = typename F::element;
   using C = element_codec<E>;
   constexpr int NV = block_vectors<F>;
+  constexpr int bits = elem_info<E>::bits;
   if (code == 0xFF) {
-    if constexpr (Out == block_out::codes) std::memset(codes, C::nan_code, len);
-    else
+    if constexpr (Out == block_out::codes) {
+      __m256i c[NV];
+      for (int i = 0; i < NV; ++i) c[i] = _mm256_set1_epi32(C::nan_code);
+      store_codes<bits, Layout, NV>(c, len, codes, scratch);
+    } else {
       for (std::size_t i = 0; i < len; ++i) values[i] = std::numeric_limits<float>::quiet_NaN();
+    }
     return;
   }
   const __m256 inv_s = _mm256_set1_ps(pow2f_e8m0(127 - code));
   const __m256 s = _mm256_set1_ps(pow2f_e8m0(code - 127));
+  [[maybe_unused]] __m256i c[NV];
   for (int i = 0; i < NV; ++i) {
     const __m256 neg = _mm256_cmp_ps(v[i], _mm256_setzero_ps(), _CMP_LT_OQ);
     const ladder<E, R> l(_mm256_mul_ps(a[i], inv_s));
-    if constexpr (Out == block_out::codes) store_codes8(encode_codes<E>(l.index(), neg), codes + 8 * i);
+    if constexpr (Out == block_out::codes) c[i] = encode_codes<E>(l.index(), neg);
     else _mm256_storeu_ps(values + 8 * i, apply_sign<E>(_mm256_mul_ps(l.magnitude(), s), neg));
   }
+  if constexpr (Out == block_out::codes) store_codes<bits, Layout, NV>(c, len, codes, scratch);
 }
 
 // Scale code of an E8M0 block; -1 = let the scalar rule decide.
@@ -331,14 +388,12 @@ void e8m0_row(const T* x, std::size_t cols, const quant_options& opt, std::uint8
     }
     if constexpr (Out == block_out::codes) {
       scale_row[b] = static_cast<std::uint8_t>(code);
-      e8m0_elements<F, R, Out>(v, a, code, len, codes, nullptr);
-      if (len < B) std::memset(codes + len, 0, B - len);
-      pack_block<bits, Layout>(codes, len, B, code_row + c0 * bits / 8);
+      e8m0_elements<F, R, Out, Layout>(v, a, code, len, code_row + c0 * bits / 8, codes, nullptr);
     } else {
       if (len == B) {
-        e8m0_elements<F, R, Out>(v, a, code, len, nullptr, out + c0);
+        e8m0_elements<F, R, Out, Layout>(v, a, code, len, nullptr, nullptr, out + c0);
       } else {
-        e8m0_elements<F, R, Out>(v, a, code, len, nullptr, vals);
+        e8m0_elements<F, R, Out, Layout>(v, a, code, len, nullptr, nullptr, vals);
         std::memcpy(out + c0, vals, len * sizeof(float));
       }
     }
@@ -359,7 +414,6 @@ void ue4m3_row(const T* x, std::size_t cols, const quant_options& opt, const ten
   __m256 v[NV], a[NV];
   const float ts = S::has_tensor_scale ? t.scale : 1.0f;
   const float denom = C::max_value * ts;  // the oracle's FP32 recipe: amax / (6 * tensor scale)
-  quant_options rne;
   for (std::size_t c0 = 0, b = 0; c0 < cols; c0 += B, ++b) {
     const std::size_t len = std::min(B, cols - c0);
     load_block<F>(x + c0, len, v, pad);
@@ -373,9 +427,7 @@ void ue4m3_row(const T* x, std::size_t cols, const quant_options& opt, const ten
       if (amax_bits == 0) {
         code = 0;
       } else {
-        const float s = std::bit_cast<float>(amax_bits) / denom;
-        code = mxq::detail::round_magnitude<e4m3>(static_cast<double>(s), 1.0, rounding::nearest_even, rne);
-        if (code == 0) code = 1;
+        code = std::max(e4m3_rne_index(std::bit_cast<float>(amax_bits) / denom), 1);
       }
     } else {
       alignas(32) float blk[64];
@@ -386,9 +438,10 @@ void ue4m3_row(const T* x, std::size_t cols, const quant_options& opt, const ten
       code = static_cast<int>(p.scale_code);
     }
     if constexpr (Out == block_out::codes) scale_row[b] = static_cast<std::uint8_t>(code);
+    [[maybe_unused]] __m256i cv[NV];
     if (nan) {
       if constexpr (Out == block_out::codes) {
-        std::memset(codes, C::nan_code, len);
+        for (int i = 0; i < NV; ++i) cv[i] = _mm256_set1_epi32(C::nan_code);
       } else {
         for (std::size_t i = 0; i < len; ++i) out[c0 + i] = std::numeric_limits<float>::quiet_NaN();
       }
@@ -401,7 +454,7 @@ void ue4m3_row(const T* x, std::size_t cols, const quant_options& opt, const ten
           idx = _mm256_sub_epi32(idx, _mm256_castps_si256(_mm256_cmp_ps(a[i], _mm256_broadcast_ss(thr + k), _CMP_GE_OQ)));
         const __m256 neg = _mm256_cmp_ps(v[i], _mm256_setzero_ps(), _CMP_LT_OQ);
         if constexpr (Out == block_out::codes) {
-          store_codes8(_mm256_or_si256(idx, _mm256_and_si256(_mm256_castps_si256(neg), _mm256_set1_epi32(8))), codes + 8 * i);
+          cv[i] = _mm256_or_si256(idx, _mm256_and_si256(_mm256_castps_si256(neg), _mm256_set1_epi32(8)));
         } else {
           const __m256 m = _mm256_permutevar8x32_ps(lut, idx);
           _mm256_storeu_ps(vals + 8 * i, _mm256_xor_ps(m, _mm256_and_ps(neg, _mm256_set1_ps(-0.0f))));
@@ -409,10 +462,7 @@ void ue4m3_row(const T* x, std::size_t cols, const quant_options& opt, const ten
       }
       if constexpr (Out == block_out::values) std::memcpy(out + c0, vals, len * sizeof(float));
     }
-    if constexpr (Out == block_out::codes) {
-      if (len < B) std::memset(codes + len, 0, B - len);
-      pack_block<4, Layout>(codes, len, B, code_row + c0 / 2);
-    }
+    if constexpr (Out == block_out::codes) store_codes<4, Layout, NV>(cv, len, code_row + c0 / 2, codes);
   }
 }
 
