@@ -34,6 +34,7 @@
 #include "quant/options.hpp"
 #include "quantize.hpp"
 #include "smoothquant.hpp"
+#include "solver/parallel.hpp"
 #include "stats.hpp"
 
 namespace mxq {
@@ -48,6 +49,7 @@ struct awq_options {
   std::size_t clip_tokens = 512;     // sampled tokens of the clip search
   activation_quant act{};            // activations quantized in the default losses (W4A8)
   quant_options weight_opt{};        // weight fake-quant policies
+  int threads = 0;                   // threads of the default losses and the clip search (0 = all)
 };
 
 struct awq_scale_result {
@@ -141,12 +143,10 @@ awq_scale_result awq_search_scale(matrix_view<const float> x, std::span<const ma
   std::vector<float> mean;
   if (x_mean.empty()) mean = collect_stats(x, "awq").mean_abs();
   else mean.assign(x_mean.begin(), x_mean.end());
-  const detail::calib::linear_group_loss loss(x, weights, opt.act, opt.search_tokens);
+  const detail::calib::linear_group_loss loss(x, weights, opt.act, opt.search_tokens, opt.threads);
   const double numel = static_cast<double>(loss.numel());
-  std::vector<row_matrix_f> q(weights.size());
   return detail::calib::awq_grid(x.cols, mean, opt, [&](std::span<const float> s) {
-    for (std::size_t i = 0; i < q.size(); ++i) q[i] = detail::calib::scaled_fake_quant<F>(loss.weights()[i], s, opt.weight_opt);
-    return numel > 0 ? loss(q, s) / numel : 0.0;
+    return numel > 0 ? loss.eval<F>(s, opt.weight_opt) / numel : 0.0;
   });
 }
 
@@ -238,26 +238,36 @@ awq_clip_result awq_search_clip(matrix_view<const float> w, matrix_view<const fl
   const tensor_params tp = compute_tensor_params<F>(view_of(wm));  // held fixed (NVFP4)
   res.max_val = amax;
   res.shrink.assign(n, 1.0f);
-  std::vector<double> best(n, std::numeric_limits<double>::infinity()), err;
-  row_matrix_f wc(wm.rows(), wm.cols());
   const int steps = std::max(1, static_cast<int>(opt.max_shrink * static_cast<float>(opt.clip_grid)));
-  for (int i = 0; i < steps; ++i) {
-    const float f = 1.0f - static_cast<float>(i) / static_cast<float>(opt.clip_grid);
-    for (std::size_t r = 0; r < res.rows; ++r)
-      for (std::size_t c = 0; c < res.cols; ++c) {
-        const float m = amax[r * res.groups + c / res.group] * f;
-        const auto ri = static_cast<Eigen::Index>(r), ci = static_cast<Eigen::Index>(c);
-        wc(ri, ci) = std::clamp(wm(ri, ci), -m, m);
+  // Rows are independent: chunks of rows over threads, sums added in chunk order.
+  const std::size_t chunk = 64, chunks = (res.rows + chunk - 1) / chunk;
+  std::vector<double> noclip(chunks, 0.0), bestsum(chunks, 0.0);
+  const int threads = opt.weight_opt.rounding == rounding::stochastic ? 1 : detail::resolve_threads(opt.threads);
+  detail::parallel_for(chunks, threads, [&](std::size_t ch) {
+    const std::size_t r0 = ch * chunk, nr = std::min(chunk, res.rows - r0);
+    const std::size_t k0 = r0 * res.groups, nk = nr * res.groups;
+    const auto w0 = wm.middleRows(static_cast<Eigen::Index>(r0), static_cast<Eigen::Index>(nr));
+    row_matrix_f wc(static_cast<Eigen::Index>(nr), wm.cols());
+    std::vector<double> best(nk, std::numeric_limits<double>::infinity()), err;
+    for (int i = 0; i < steps; ++i) {
+      const float f = 1.0f - static_cast<float>(i) / static_cast<float>(opt.clip_grid);
+      for (std::size_t r = 0; r < nr; ++r)
+        for (std::size_t c = 0; c < res.cols; ++c) {
+          const float m = amax[k0 + r * res.groups + c / res.group] * f;
+          const auto ri = static_cast<Eigen::Index>(r), ci = static_cast<Eigen::Index>(c);
+          wc(ri, ci) = std::clamp(w0(ri, ci), -m, m);
+        }
+      fake_quant<F>(view_of(wc), view_of(wc), opt.weight_opt, &tp);
+      wc -= w0;
+      pe.eval(wc, err);
+      for (std::size_t k = 0; k < nk; ++k) {
+        if (i == 0) noclip[ch] += err[k];
+        if (err[k] < best[k]) best[k] = err[k], res.max_val[k0 + k] = amax[k0 + k] * f, res.shrink[k0 + k] = f;
       }
-    fake_quant<F>(view_of(wc), view_of(wc), opt.weight_opt, &tp);
-    wc -= wm;
-    pe.eval(wc, err);
-    for (std::size_t k = 0; k < n; ++k) {
-      if (i == 0) res.err_noclip += err[k];
-      if (err[k] < best[k]) best[k] = err[k], res.max_val[k] = amax[k] * f, res.shrink[k] = f;
     }
-  }
-  for (double b : best) res.err_best += b;
+    for (double b : best) bestsum[ch] += b;
+  });
+  for (std::size_t ch = 0; ch < chunks; ++ch) res.err_noclip += noclip[ch], res.err_best += bestsum[ch];
   return res;
 }
 

@@ -111,6 +111,7 @@ struct recipe {
   std::optional<step::gptq> gptq{};
   activation_quant act{};        // empty: fp32 activations
   quant_options weight_opt{};    // rounding / scale rule of RTN and of the searches' fake-quant
+  int threads = 0;               // threads of the SmoothQuant/AWQ searches (0 = all; GPTQ: gptq.options.threads)
 
   recipe() = default;
   template <recipe_step... Steps>
@@ -293,6 +294,7 @@ group_result<F, Layout> quantize_group(std::span<const matrix_view<const float>>
     so.search_tokens = rc.smoothquant->search_tokens;
     so.act = rc.act;
     so.weight_opt = rc.weight_opt;
+    so.threads = rc.threads;
     const std::vector<float> amax =
         go.act_max.empty() ? stats.max_abs() : std::vector<float>(go.act_max.begin(), go.act_max.end());
     const auto v = views();
@@ -317,6 +319,7 @@ group_result<F, Layout> quantize_group(std::span<const matrix_view<const float>>
     ao.clip_tokens = rc.awq->clip_tokens;
     ao.act = rc.act;
     ao.weight_opt = rc.weight_opt;
+    ao.threads = rc.threads;
     std::vector<float> mean =
         go.x_mean.empty() ? stats.mean_abs() : std::vector<float>(go.x_mean.begin(), go.x_mean.end());
     if (mean.size() != in)

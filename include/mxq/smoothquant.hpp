@@ -26,6 +26,7 @@
 #include "matrix_view.hpp"
 #include "quant/options.hpp"
 #include "quantize.hpp"
+#include "solver/parallel.hpp"
 #include "stats.hpp"
 
 namespace mxq {
@@ -88,23 +89,28 @@ inline bool can_fold_linear_into_linear(matrix_view<const float> prev, matrix_vi
 
 namespace detail::calib {
 
-// Evaluates sum_i ||Q_i Qa(X/s)^T - W_i X^T||^2 for candidate scaled weights Q_i (Q_i ~ W_i s).
-// Without activation quantization the error is sum_i ||(Q_i / s - W_i) X^T||^2, computed through
-// the Gram matrix X^T X when the input is narrower than the token count.
+// Evaluates sum_i ||Q_F(W_i s) Qa(X / s)^T - W_i X^T||^2 for a candidate scale vector s.
+// Without activation quantization the error is sum_i ||(Q_F(W_i s) / s - W_i) X^T||^2, computed
+// through the Gram matrix X^T X when the input is narrower than the token count. Output rows are
+// processed in chunks (scale, fake-quant with the whole matrix's tensor parameters, difference,
+// product) spread over threads; the chunks' sums are added in order, so the result does not
+// depend on the thread count.
 class linear_group_loss {
  public:
   linear_group_loss(matrix_view<const float> x, std::span<const matrix_view<const float>> w, activation_quant act,
-                    std::size_t max_tokens = 0)
-      : act_(std::move(act)) {
+                    std::size_t max_tokens = 0, int threads = 0)
+      : act_(std::move(act)), threads_(resolve_threads(threads)) {
     check_group(w, x.cols, "linear_group_loss");
     x_ = sample_rows(x, max_tokens);
-    for (auto v : w) w_.push_back(to_eigen(v));
     tokens_ = static_cast<std::size_t>(x_.rows());
     in_ = x.cols;
     use_gram_ = !act_ && in_ < tokens_;
     if (use_gram_) gram_ = x_.transpose() * x_;
-    for (const auto& wi : w_) {
+    for (auto v : w) {
+      w_.push_back(to_eigen(v));
+      const row_matrix_f& wi = w_.back();
       out_ += static_cast<std::size_t>(wi.rows());
+      colmax_.push_back(wi.rows() > 0 ? row_matrix_f(wi.cwiseAbs().colwise().maxCoeff()) : row_matrix_f::Zero(1, wi.cols()));
       row_matrix_f ref = x_ * wi.transpose();
       ref_energy_ += static_cast<double>(ref.cast<double>().squaredNorm());
       if (act_) ref_.push_back(std::move(ref));
@@ -121,36 +127,49 @@ class linear_group_loss {
     return m;
   }
 
-  // q[i]: candidate for W_i in the scaled domain (Q(W_i s)); s empty means all ones.
-  double operator()(std::span<const row_matrix_f> q, std::span<const float> s) const {
-    if (q.size() != w_.size()) throw error("linear_group_loss: wrong number of candidate matrices");
-    double total = 0.0;
+  // s empty means all ones.
+  template <format_type F>
+  double eval(std::span<const float> s, const quant_options& opt) const {
+    if (!s.empty()) check_scales(s, in_, "linear_group_loss");
+    row_matrix_f xq;
     if (act_) {
-      row_matrix_f xs = x_;
-      if (!s.empty()) divide_columns(view_of(xs), s);
-      act_.apply(view_of(xs), view_of(xs));
-      for (std::size_t i = 0; i < q.size(); ++i) {
-        row_matrix_f d = xs * q[i].transpose();
-        d -= ref_[i];
-        total += static_cast<double>(d.cast<double>().squaredNorm());
-      }
-      return total;
+      xq = x_;
+      if (!s.empty()) divide_columns(view_of(xq), s);
+      act_.apply(view_of(xq), view_of(xq));
     }
-    for (std::size_t i = 0; i < q.size(); ++i) {
-      row_matrix_f d = q[i];
-      if (!s.empty())
-        for (Eigen::Index r = 0; r < d.rows(); ++r)
-          for (Eigen::Index c = 0; c < d.cols(); ++c) d(r, c) /= s[static_cast<std::size_t>(c)];
-      d -= w_[i];
-      if (use_gram_) {
-        row_matrix_f dg = d * gram_;
-        total += static_cast<double>(dg.cwiseProduct(d).cast<double>().sum());
-      } else {
-        row_matrix_f e = d * x_.transpose();
-        total += static_cast<double>(e.cast<double>().squaredNorm());
-      }
+    // Stochastic rounding draws from the caller's generator: one thread, in order.
+    const int threads = opt.rounding == rounding::stochastic ? 1 : threads_;
+    double total = 0.0;
+    for (std::size_t i = 0; i < w_.size(); ++i) {
+      const row_matrix_f& w = w_[i];
+      const Eigen::Index rows = w.rows(), cols = w.cols();
+      const tensor_params tp = scaled_tensor_params<F>(i, s);
+      const Eigen::Index chunk = 128;
+      const std::size_t chunks = static_cast<std::size_t>((rows + chunk - 1) / chunk);
+      std::vector<double> part(chunks, 0.0);
+      parallel_for(chunks, threads, [&](std::size_t c) {
+        const Eigen::Index r0 = static_cast<Eigen::Index>(c) * chunk, n = std::min(chunk, rows - r0);
+        row_matrix_f q = w.middleRows(r0, n);
+        if (!s.empty()) scale_columns(view_of(q), s);
+        fake_quant<F>(view_of(q), view_of(q), opt, &tp);
+        if (act_) {
+          const row_matrix_f o = xq * q.transpose() - ref_[i].middleCols(r0, n);
+          part[c] = static_cast<double>(o.cast<double>().squaredNorm());
+          return;
+        }
+        if (!s.empty()) q.array().rowwise() /= Eigen::Map<const Eigen::RowVectorXf>(s.data(), cols).array();
+        q -= w.middleRows(r0, n);
+        if (use_gram_) {
+          const row_matrix_f dg = q * gram_;
+          part[c] = std::max(0.0, static_cast<double>(dg.cwiseProduct(q).cast<double>().sum()));
+        } else {
+          const row_matrix_f e = q * x_.transpose();
+          part[c] = static_cast<double>(e.cast<double>().squaredNorm());
+        }
+      });
+      for (double p : part) total += p;
     }
-    return std::max(total, 0.0);
+    return total;
   }
 
   double reference_energy() const noexcept { return ref_energy_; }  // sum_i ||W_i X^T||^2
@@ -159,9 +178,26 @@ class linear_group_loss {
   const std::vector<row_matrix_f>& weights() const noexcept { return w_; }
 
  private:
+  // F's tensor parameters of W_i diag(s) (NVFP4's FP32 scale), from the column maxima: rounding is
+  // monotonic, so max_r fl(|w_rj| s_j) = fl(max_r |w_rj| s_j).
+  template <format_type F>
+  tensor_params scaled_tensor_params(std::size_t i, std::span<const float> s) const {
+    if constexpr (!F::scale::has_tensor_scale) {
+      return {};
+    } else {
+      float amax = 0.0f;
+      for (Eigen::Index j = 0; j < colmax_[i].cols(); ++j) {
+        const float a = colmax_[i](0, j) * (s.empty() ? 1.0f : s[static_cast<std::size_t>(j)]);
+        if (std::isfinite(a)) amax = std::max(amax, a);
+      }
+      return F::scale::template tensor_scale<typename F::element>(amax);
+    }
+  }
+
   activation_quant act_;
+  int threads_ = 1;
   row_matrix_f x_, gram_;
-  std::vector<row_matrix_f> w_, ref_;
+  std::vector<row_matrix_f> w_, ref_, colmax_;
   std::size_t tokens_ = 0, in_ = 0, out_ = 0;
   bool use_gram_ = false;
   double ref_energy_ = 0.0;
@@ -210,6 +246,7 @@ struct smoothquant_options {
   std::size_t search_tokens = 512;  // tokens (strided subsample) in the search loss; 0 = all
   activation_quant act{};           // activation format in the search loss (empty: fp32)
   quant_options weight_opt{};       // weight fake-quant policies in the search loss
+  int threads = 0;                  // search threads (0 = all hardware threads)
 };
 
 // The 21 alphas 0, 0.05, ..., 1.
@@ -290,15 +327,12 @@ smoothquant_result smoothquant_search(matrix_view<const float> x, std::span<cons
     res.scales = smoothquant_scales(amax, wmax, opt.alpha, opt.min_scale);
     return res;
   }
-  const detail::calib::linear_group_loss loss(x, weights, opt.act, opt.search_tokens);
+  const detail::calib::linear_group_loss loss(x, weights, opt.act, opt.search_tokens, opt.threads);
   const double den = loss.reference_energy() > 0.0 ? loss.reference_energy() : 1.0;
   double best = std::numeric_limits<double>::infinity();
-  std::vector<row_matrix_f> q(weights.size());
   for (float a : opt.alpha_grid) {
     std::vector<float> s = smoothquant_scales(amax, wmax, a, opt.min_scale);
-    for (std::size_t i = 0; i < weights.size(); ++i)
-      q[i] = detail::calib::scaled_fake_quant<F>(loss.weights()[i], s, opt.weight_opt);
-    const double l = loss(q, s) / den;
+    const double l = loss.eval<F>(s, opt.weight_opt) / den;
     res.alphas.push_back(a);
     res.losses.push_back(l);
     if (l < best) best = l, res.alpha = a, res.scales = std::move(s);
