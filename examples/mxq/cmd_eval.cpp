@@ -34,7 +34,7 @@ std::size_t count(const mxq::cli::parsed_args& p, const std::string& k, std::siz
 
 // Flags with a value; a new option is one name here and one line below.
 eval_args parse_eval_args(const mxq::cli::args_t& args) {
-  const auto p = mxq::cli::parse(args, {"model", "tokens", "windows", "seq", "threads", "batch"});
+  const auto p = mxq::cli::parse(args, {"model", "tokens", "windows", "seq", "threads", "batch", "act-format"});
   if (!p.positional.empty()) throw mxq::error("unexpected argument '" + p.positional.front() + "'");
   eval_args a;
   a.model = p.require("model");
@@ -43,6 +43,8 @@ eval_args parse_eval_args(const mxq::cli::args_t& args) {
   a.seq = count(p, "seq", a.seq);
   a.threads = static_cast<unsigned>(count(p, "threads", 0, true));
   a.batch = count(p, "batch", a.batch);
+  a.act_format_given = p.has("act-format");
+  a.act_format = p.get("act-format", "");
   if (a.seq < 2) throw mxq::error("--seq must be at least 2");
   return a;
 }

@@ -52,6 +52,8 @@ quant_request parse_request(const mxq::cli::parsed_args& a) {
   q.method = a.get("method", "rtn");
   mxq::parse_method(q.method);  // validates
   q.act_format = a.get("act-format", "");
+  if (!q.act_format.empty() && !mxq::is_known_format(q.act_format))
+    throw mxq::error("unknown activation format '" + q.act_format + "' (see `mxq formats`)");
   q.opt.method = q.method;
   q.opt.act_format = q.act_format;
   q.opt.alpha = static_cast<float>(a.number("alpha", 0.5));
