@@ -14,6 +14,7 @@
 #include <mxq/io/npy.hpp>
 #include <mxq/metrics.hpp>
 #include <mxq/quantize.hpp>
+#include <mxq/stats.hpp>
 
 #include "args.hpp"
 #include "layer_method.hpp"
@@ -26,7 +27,7 @@ using mxq::cli::layer::solution;
 constexpr const char* usage =
     "usage: mxq quantize-layer --format NAME --method METHOD --weight W.npy --inputs X.npy --out Q.npy\n"
     "       [--act-order] [--order none|blockwise|global] [--static-scales] [--damp 0.01] [--block 128]\n"
-    "       [--scale-rule floor|ceil|mse] [--mse-weights hinv|hseq|hdiag|uniform] [--rounding even|away|zero|stochastic]\n"
+    "       [--scale-rule floor|ceil|mse] [--mse-weights hseq|hinv|hdiag|uniform] [--rounding even|away|zero|stochastic]\n"
     "       [--seed N] [--threads N]\n"
     "  W: float32 [out, in]; X: float32 [tokens, in]; Q: dequantized float32 [out, in]";
 
@@ -63,9 +64,19 @@ mxq::gptq_options gptq_options_from(const problem& p) {
   if (a.has("act-order")) o.order = mxq::act_order::global;
   if (a.values.count("order")) o.order = mxq::parse_act_order(a.get("order", "none"));
   o.static_scales = a.has("static-scales");
-  o.mse_weights = mxq::parse_mse_weighting(a.get("mse-weights", "hinv"));
+  o.mse_weights = mxq::parse_mse_weighting(a.get("mse-weights", "hseq"));
   o.threads = static_cast<int>(a.integer("threads", 0));
   return o;
+}
+
+// --act-format NAME: the inputs as the quantized model sees them (fake-quantized per token in blocks
+// along the input dimension); empty when the flag is absent.
+std::vector<float> quantized_inputs(const problem& p) {
+  const mxq::activation_quant q = mxq::activation_quant_by_name(p.args->get("act-format", ""));
+  if (!q) return {};
+  std::vector<float> x(p.inputs.rows * p.inputs.cols);
+  q.apply(p.inputs, mxq::matrix_view<float>(x.data(), p.inputs.rows, p.inputs.cols));
+  return x;
 }
 
 solution run_rtn(const problem& p) {
@@ -81,13 +92,20 @@ solution run_rtn(const problem& p) {
     using F = typename decltype(tag)::type;
     mxq::fake_quant<F>(p.weight, mxq::matrix_view<float>(s.weight.data(), p.weight.rows, p.weight.cols), q);
   });
+  s.inputs = quantized_inputs(p);
   return s;
 }
 
 solution run_gptq(const problem& p) {
   const mxq::gptq_options o = gptq_options_from(p);
-  const auto h = p.hessian().matrix();
   solution s;
+  s.inputs = quantized_inputs(p);  // with --act-format, H comes from the quantized inputs
+  std::optional<mxq::hessian_accumulator> hq;
+  if (!s.inputs.empty()) {
+    hq.emplace(p.inputs.cols, mxq::hessian_options{false, 0, "quantized inputs"});
+    hq->add(mxq::matrix_view<const float>(s.inputs.data(), p.inputs.rows, p.inputs.cols));
+  }
+  const auto h = hq ? hq->matrix() : p.hessian().matrix();
   mxq::visit_format(p.format, [&](auto tag) {
     using F = typename decltype(tag)::type;
     auto r = mxq::gptq<F>(p.weight, h, o);
@@ -102,11 +120,12 @@ solution run_gptq(const problem& p) {
   return s;
 }
 
-const mxq::cli::layer::registrar reg_rtn("rtn", {"round to nearest (the format's scale rule)", run_rtn});
+const mxq::cli::layer::registrar reg_rtn("rtn", {"round to nearest (the format's scale rule; --act-format)", run_rtn,
+                                                  {"act-format"}});
 const mxq::cli::layer::registrar reg_gptq(
     "gptq", {"GPTQ (variant A dynamic block scales; --static-scales, --act-order, --damp, --block, --scale-rule mse)",
              run_gptq,
-             {"damp", "block", "order", "mse-weights", "threads"},
+             {"damp", "block", "order", "mse-weights", "threads", "act-format"},
              {"act-order", "static-scales"}});
 
 int run(const mxq::cli::args_t& raw) {

@@ -19,7 +19,7 @@
 //    the only block starts at column 0, before any update.
 //  * act-order (descending diag H) keeps each stored block contiguous, see act_order.
 //  * scale_rule::mse searches each block's scale for the least squared error weighted per column by
-//    1/[H_F⁻¹]_jj (F = columns not yet quantized; default), diag H (E[x²]) or uniformly.
+//    1/U_jj² (GPTQ's own per-column loss weight; default), 1/[H_F⁻¹]_jj, diag H (E[x²]) or uniformly.
 //  * damping retry: a failed Cholesky retries with 10x the damping (damp_retries times).
 //  * U is computed as J·chol(JHJ)⁻¹·J (solver/factor.hpp): one Cholesky and one triangular inverse,
 //    no explicit H⁻¹. Rows of W are independent given U, so they are split over threads; each
@@ -46,6 +46,7 @@
 #include "quant/options.hpp"
 #include "quantize.hpp"
 #include "solver/factor.hpp"
+#include "solver/memory.hpp"
 #include "solver/parallel.hpp"
 
 namespace mxq {
@@ -63,10 +64,13 @@ namespace mxq {
 //              front in the original layout); requesting it forces static scales.
 enum class act_order { none, blockwise, global };
 
-// Per-column importance used by scale_rule::mse.
+// Per-column importance used by scale_rule::mse. hseq is the default: on the code-llama layers it
+// ties hinv for dynamic block scales and is far better for per-row (static) scales, e.g. INT4
+// per-channel down_proj 2.47e-3 vs 3.47e-3 (hinv) and 2.62e-3 (hdiag); see benchmarks/RESULTS.md.
 enum class mse_weighting {
-  hinv,     // 1/[H_F⁻¹]_jj over the columns F not yet quantized (static scales: 1/[H⁻¹]_jj)
-  hseq,     // 1/U_jj²: the weight of column j's error in GPTQ's own loss
+  hseq,     // 1/U_jj² = 1/[H_F⁻¹]_jj, F = column j and the columns after it: the weight GPTQ's own
+            // loss gives column j's error
+  hinv,     // 1/[H_F⁻¹]_jj with F = the columns from the block's first one on (static scales: all)
   hdiag,    // diag H ∝ E[x_j²] (llama.cpp imatrix / llm-compressor imatrix_mse)
   uniform,  // plain squared error
 };
@@ -81,7 +85,7 @@ struct gptq_options {
   bool static_scales = false;      // variant B: scales from the original (dead-zeroed) weights
   std::span<const block_params> scales = {};   // caller's static scales, [rows x blocks_per_row]
   std::optional<tensor_params> tensor = {};    // NVFP4 tensor scale (default: from W; pass one to share it)
-  mse_weighting mse_weights = mse_weighting::hinv;
+  mse_weighting mse_weights = mse_weighting::hseq;
   int threads = 0;                 // 0 = all hardware threads (stochastic rounding: always 1)
 };
 
@@ -117,10 +121,11 @@ inline act_order parse_act_order(std::string_view s) {
 }
 
 inline mse_weighting parse_mse_weighting(std::string_view s) {
+  if (s == "hseq") return mse_weighting::hseq;
   if (s == "hinv") return mse_weighting::hinv;
   if (s == "hdiag" || s == "x2") return mse_weighting::hdiag;
   if (s == "uniform" || s == "none") return mse_weighting::uniform;
-  throw error("unknown mse weighting '" + std::string(s) + "' (expected hinv, hdiag or uniform)");
+  throw error("unknown mse weighting '" + std::string(s) + "' (expected hseq, hinv, hdiag or uniform)");
 }
 
 namespace detail {
@@ -200,14 +205,14 @@ inline gptq_factor_result gptq_factor(matrix_view<const float> H, const std::vec
   double mean_diag = 0.0;
   for (double d : diag) mean_diag += d;
   mean_diag /= static_cast<double>(std::max<std::size_t>(n, 1));
-  Eigen::MatrixXf A;
+  Eigen::MatrixXf A(ni, ni);  // becomes U in place
+  advise_huge_pages(A.data(), A.size() * sizeof(float));
   double frac = percdamp;
   for (int attempt = 0; attempt <= retries; ++attempt) {
     const double damp = frac * mean_diag;
     auto t0 = std::chrono::steady_clock::now();
     // A = J P H Pᵀ J (lower triangle): A(i, j) = H(order[n-1-i], order[n-1-j]); rows of H read
     // contiguously (H is symmetric).
-    A.resize(ni, ni);
     for (std::size_t j = 0; j < n; ++j) {
       const std::size_t b = order[n - 1 - j];
       const float* hrow = &H(b, 0);
@@ -224,10 +229,11 @@ inline gptq_factor_result gptq_factor(matrix_view<const float> H, const std::vec
     f.cholesky_s += seconds_since(t0);
     if (chol_ok) {
       t0 = std::chrono::steady_clock::now();
-      detail::lower_inverse(A, f.U, threads);
-      detail::reverse_both_orders(f.U);
+      detail::lower_inverse_inplace(A, threads);
+      detail::reverse_both_orders(A);
       f.inverse_s += seconds_since(t0);
-      if (f.U.allFinite()) {
+      if (A.allFinite()) {
+        f.U = std::move(A);
         f.ok = true;
         f.damp_fraction = frac;
         f.damp = damp;
@@ -271,19 +277,19 @@ gptq_result<F, Layout> gptq(matrix_view<const float> W, matrix_view<const float>
   gptq_result<F, Layout> res;
   res.rows = rows;
   res.cols = cols;
-  // Working copy W0: row-major, dead columns zeroed (H_ii = 0: the input never fires).
-  std::vector<float> w0(rows * cols);
-  for (std::size_t r = 0; r < rows; ++r)
-    for (std::size_t c = 0; c < cols; ++c) w0[r * cols + c] = W(r, c);
+  // Dead inputs (H_ii = 0: the input never fires): H_ii = 1 and the weight column is read as 0.
+  std::vector<char> dead(cols, 0);
   for (std::size_t c = 0; c < cols; ++c)
     if (diag[c] == 0.0) {
       res.dead_columns.push_back(c);
       diag[c] = 1.0;
-      for (std::size_t r = 0; r < rows; ++r) w0[r * cols + c] = 0.0f;
+      dead[c] = 1;
     }
-  const matrix_view<const float> w0v(w0.data(), rows, cols);
-  const tensor_params tensor = opt.tensor ? *opt.tensor : compute_tensor_params<F>(w0v);
+  auto w0 = [&](std::size_t r, std::size_t c) { return dead[c] ? 0.0f : W(r, c); };
+  const tensor_params tensor = opt.tensor ? *opt.tensor : compute_tensor_params<F>(W);  // original weights
   res.packed = packed_matrix<F, Layout>(rows, cols, tensor);
+  res.dequantized.reserve(rows * cols);
+  detail::advise_huge_pages(res.dequantized.data(), rows * cols * sizeof(float));
   res.dequantized.assign(rows * cols, 0.0f);
   if (rows == 0 || cols == 0) return res;
 
@@ -357,11 +363,13 @@ gptq_result<F, Layout> gptq(matrix_view<const float> W, matrix_view<const float>
         for (std::size_t p = 0; p < cols; ++p) colw[plan.order[p]] = posw[p];
       }
       detail::parallel_for(rows, threads, [&](std::size_t r) {
+        std::vector<float> row(cols);
+        for (std::size_t c = 0; c < cols; ++c) row[c] = w0(r, c);
         for (std::size_t b = 0; b < bpr; ++b) {
           const std::size_t c0 = b * blen, len = std::min(blen, cols - c0);
           const std::span<const float> wts = colw.empty() ? std::span<const float>{}
                                                           : std::span<const float>(colw.data() + c0, len);
-          fixed[r * bpr + b] = choose_block_params<F>(std::span<const float>(&w0[r * cols + c0], len), wts, opt.quant, tensor);
+          fixed[r * bpr + b] = choose_block_params<F>(std::span<const float>(row.data() + c0, len), wts, opt.quant, tensor);
         }
       });
     }
@@ -384,15 +392,14 @@ gptq_result<F, Layout> gptq(matrix_view<const float> W, matrix_view<const float>
   detail::parallel_for(chunks, threads, [&](std::size_t ch) {
     const std::size_t r0 = ch * chunk_rows, nr = std::min(chunk_rows, rows - r0);
     const Index nri = static_cast<Index>(nr);
-    // Transposed working rows: Wt(i, p) = W0[r0 + i, order[p]], a column contiguous.
+    // Transposed working rows: Wt(i, p) = W[r0 + i, order[p]] (dead columns 0), a column contiguous.
     Eigen::MatrixXf Wt(nri, static_cast<Index>(cols));
+    detail::advise_huge_pages(Wt.data(), nr * cols * sizeof(float));
     constexpr std::size_t tp = 64;
     for (std::size_t p0 = 0; p0 < cols; p0 += tp)
-      for (std::size_t i = 0; i < nr; ++i) {
-        const float* src = &w0[(r0 + i) * cols];
+      for (std::size_t i = 0; i < nr; ++i)
         for (std::size_t p = p0; p < std::min(cols, p0 + tp); ++p)
-          Wt(static_cast<Index>(i), static_cast<Index>(p)) = src[plan.order[p]];
-      }
+          Wt(static_cast<Index>(i), static_cast<Index>(p)) = w0(r0 + i, plan.order[p]);
     Eigen::MatrixXf Err(nri, static_cast<Index>(max_batch));
     Eigen::MatrixXf Ub;
     std::vector<block_params> cur(nr);

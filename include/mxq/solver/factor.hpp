@@ -61,20 +61,33 @@ inline bool cholesky_lower_inplace(Eigen::Ref<Eigen::MatrixXf> A, int threads, d
   return true;
 }
 
-// X = L⁻¹ for the lower triangle of L (X lower triangular, zero above). Column strips are
-// independent triangular solves; the widest (leftmost) go first.
-inline void lower_inverse(const Eigen::MatrixXf& L, Eigen::MatrixXf& X, int threads) {
+// In place: the lower triangle of A (a Cholesky factor L) becomes L⁻¹, the strict upper triangle
+// is zeroed. Blocked right-to-left like LAPACK's trtri: with the trailing block already inverted,
+// a column panel P under diagonal block D becomes −(L₂₂⁻¹ P) D⁻¹; its rows are independent given a
+// copy of P, so they are split over threads (tallest products first).
+inline void lower_inverse_inplace(Eigen::Ref<Eigen::MatrixXf> A, int threads) {
   using Eigen::Index;
-  const Index n = L.rows();
-  X.setZero(n, n);
-  constexpr Index strip = 128;
-  const std::size_t strips = static_cast<std::size_t>((n + strip - 1) / strip);
-  parallel_for(strips, threads, [&](std::size_t s) {
-    const Index c0 = static_cast<Index>(s) * strip, w = std::min(strip, n - c0);
-    auto blk = X.block(c0, c0, n - c0, w);
-    blk.topRows(w).setIdentity();
-    L.block(c0, c0, n - c0, n - c0).triangularView<Eigen::Lower>().solveInPlace(blk);
-  });
+  const Index n = A.rows();
+  constexpr Index nb = 128, rows_per_task = 128;
+  Eigen::MatrixXf tmp, dinv;
+  for (Index j = ((n - 1) / nb) * nb; j >= 0; j -= nb) {
+    const Index jb = std::min(nb, n - j), t = j + jb, m = n - t;
+    dinv.setIdentity(jb, jb);
+    A.block(j, j, jb, jb).triangularView<Eigen::Lower>().solveInPlace(dinv);
+    A.block(j, j, jb, jb).triangularView<Eigen::Lower>() = dinv;
+    if (m == 0) continue;
+    tmp = A.block(t, j, m, jb);
+    const std::size_t tasks = static_cast<std::size_t>((m + rows_per_task - 1) / rows_per_task);
+    parallel_for(tasks, threads, [&](std::size_t k) {
+      const Index r0 = static_cast<Index>(tasks - 1 - k) * rows_per_task, len = std::min(rows_per_task, m - r0);
+      auto out = A.block(t + r0, j, len, jb);
+      out.noalias() = A.block(t + r0, t + r0, len, len).triangularView<Eigen::Lower>() * tmp.middleRows(r0, len);
+      if (r0 > 0) out.noalias() += A.block(t + r0, t, len, r0) * tmp.topRows(r0);
+      Eigen::MatrixXf prod = out * dinv.triangularView<Eigen::Lower>();
+      out = -prod;
+    });
+  }
+  A.triangularView<Eigen::StrictlyUpper>().setZero();
 }
 
 // J·X·J for a square column-major matrix: element (i, j) -> (n-1-i, n-1-j) is its storage reversed.
