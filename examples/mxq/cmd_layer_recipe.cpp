@@ -19,7 +19,7 @@ namespace {
 using mxq::cli::layer::problem;
 using mxq::cli::layer::solution;
 
-// The GPTQ flags of the `gptq` method, read the same way.
+// The GPTQ flags of the `gptq` method, read the same way (absent flags keep the library defaults).
 mxq::gptq_options gptq_flags(const problem& p) {
   const auto& a = *p.args;
   mxq::gptq_options o;
@@ -32,7 +32,7 @@ mxq::gptq_options gptq_flags(const problem& p) {
   if (a.has("act-order")) o.order = mxq::act_order::global;
   if (a.values.count("order")) o.order = mxq::parse_act_order(a.get("order", "none"));
   o.static_scales = a.has("static-scales");
-  o.mse_weights = mxq::parse_mse_weighting(a.get("mse-weights", "hinv"));
+  if (a.values.count("mse-weights")) o.mse_weights = mxq::parse_mse_weighting(a.get("mse-weights", ""));
   o.threads = static_cast<int>(a.integer("threads", 0));
   return o;
 }
