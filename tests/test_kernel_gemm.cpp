@@ -7,6 +7,7 @@
 #include <cmath>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "mxq/format.hpp"
@@ -164,4 +165,52 @@ TEST_CASE("gemm: shape errors are reported", "[kernel][gemm]") {
   std::vector<float> wv(4 * 64, 1.0f), x(63), y(4);
   const auto w = mxq::quantize<mxq::mxfp4>(matrix_view<const float>(wv.data(), 4, 64));
   CHECK_THROWS_AS(mxq::gemv(w, std::span<const float>(x), std::span<float>(y)), mxq::error);
+}
+
+TEST_CASE("gemm: results do not depend on the thread count; concurrent callers are safe", "[kernel][gemm]") {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  const std::size_t rows = 203, cols = 512, batch = 6;
+  std::vector<float> wv(rows * cols), x(batch * cols);
+  for (float& v : wv) v = nd(rng);
+  for (float& v : x) v = nd(rng);
+  const auto w = mxq::quantize<mxq::mxfp4>(matrix_view<const float>(wv.data(), rows, cols));
+  for (auto act : {mxq::activation_precision::f32, mxq::activation_precision::int8})
+    for (std::size_t nb : {std::size_t{1}, batch}) {
+      auto run = [&](int threads) {
+        std::vector<float> y(nb * rows);
+        mxq::gemm_options opt;
+        opt.threads = threads;
+        opt.activations = act;
+        mxq::gemm(w, matrix_view<const float>(x.data(), nb, cols), matrix_view<float>(y.data(), nb, rows), opt);
+        return y;
+      };
+      const std::vector<float> ref = run(1);
+      CHECK(run(2) == ref);
+      CHECK(run(5) == ref);
+      std::vector<std::vector<float>> got(4);
+      std::vector<std::thread> callers;
+      for (std::size_t i = 0; i < got.size(); ++i) callers.emplace_back([&, i] { got[i] = run(2); });
+      for (auto& t : callers) t.join();
+      for (const auto& g : got) CHECK(g == ref);
+    }
+}
+
+TEST_CASE("gemm: arbitrary E4M3 codes (NaN element codes in finite-scale blocks)", "[kernel][gemm]") {
+  std::mt19937 rng(9);
+  const std::size_t rows = 37, cols = 96 + 5;
+  mxq::packed_matrix<mxq::mxfp8_e4m3> w(rows, cols);
+  for (auto& b : w.code_bytes()) b = static_cast<std::uint8_t>(rng() % 4 == 0 ? (rng() % 2 ? 0x7F : 0xFF) : rng() & 0x7E);
+  for (std::size_t r = 0; r < rows; ++r)
+    for (std::size_t b = 0; b < w.blocks_per_row(); ++b) w.scale(r, b) = static_cast<std::uint8_t>(120 + rng() % 10);
+  // Some rows without any NaN code.
+  for (std::size_t r = 0; r < rows; r += 3)
+    for (std::size_t c = 0; c < cols; ++c) w.set_code(r, c, static_cast<std::uint8_t>(w.code(r, c) & 0x7E));
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (std::size_t batch : {std::size_t{1}, std::size_t{4}}) {
+    std::vector<float> x(batch * cols);
+    for (float& v : x) v = nd(rng);
+    mxq::gemm_options opt;
+    check_product(w, x, x, batch, opt, false, "e4m3 arbitrary codes");
+  }
 }

@@ -380,6 +380,15 @@ TEST_CASE("kernel quantize: f16 and bf16 inputs equal quantizing their float val
                    mxq::reference::quantize<F>(matrix_view<const float>(hf.data(), rows, cols), opt), "f16");
     compare_packed(mxq::quantize<F>(matrix_view<const mxq::bf16>(bh.data(), rows, cols), opt),
                    mxq::reference::quantize<F>(matrix_view<const float>(bf.data(), rows, cols), opt), "bf16");
+    {  // fake_quant from 16-bit input
+      std::vector<float> a(rows * cols), b(rows * cols);
+      mxq::fake_quant<F>(matrix_view<const mxq::bf16>(bh.data(), rows, cols), matrix_view<float>(a.data(), rows, cols), opt);
+      mxq::reference::fake_quant<F>(matrix_view<const float>(bf.data(), rows, cols), matrix_view<float>(b.data(), rows, cols), opt);
+      compare_values(a, b, bf, "bf16 fake_quant");
+      mxq::fake_quant<F>(matrix_view<const mxq::f16>(h.data(), rows, cols), matrix_view<float>(a.data(), rows, cols), opt);
+      mxq::reference::fake_quant<F>(matrix_view<const float>(hf.data(), rows, cols), matrix_view<float>(b.data(), rows, cols), opt);
+      compare_values(a, b, hf, "f16 fake_quant");
+    }
     // Strided 16-bit view.
     compare_packed(mxq::quantize<F>(matrix_view<const mxq::bf16>(bh.data(), rows / 2, cols, 2 * static_cast<std::ptrdiff_t>(cols)), opt),
                    mxq::reference::quantize<F>(matrix_view<const float>(bf.data(), rows / 2, cols, 2 * static_cast<std::ptrdiff_t>(cols)), opt),

@@ -222,6 +222,25 @@ void fake_quant(matrix_view<const float> in, matrix_view<float> out, const quant
   kernel::fake_quant_into<F>(in, out, opt, t);
 }
 
+// 16-bit inputs, FP32 output (same result as fake-quantizing the float values).
+template <format_type F, class T>
+  requires(std::is_same_v<T, f16> || std::is_same_v<T, bf16>)
+void fake_quant(matrix_view<const T> in, matrix_view<float> out, const quant_options& opt = {},
+                const tensor_params* tensor = nullptr) {
+  if (!kernel::can_quantize<F>(opt) || (tensor && !(std::isfinite(tensor->scale) && tensor->scale > 0.0f))) {
+    std::vector<float> buf(in.size());
+    for (std::size_t r = 0; r < in.rows; ++r)
+      for (std::size_t c = 0; c < in.cols; ++c) buf[r * in.cols + c] = in(r, c).to_float();
+    return reference::fake_quant<F>(matrix_view<const float>(buf.data(), in.rows, in.cols), out, opt, tensor);
+  }
+  if (in.rows != out.rows || in.cols != out.cols)
+    throw error("fake_quant: output is " + std::to_string(out.rows) + "x" + std::to_string(out.cols) + " but input is " +
+                std::to_string(in.rows) + "x" + std::to_string(in.cols));
+  detail::check_weights(opt, in.cols);
+  const tensor_params t = tensor ? *tensor : kernel::tensor_params_of<F>(in);
+  kernel::fake_quant_into<F>(in, out, opt, t);
+}
+
 // In place on a row-major buffer of `cols` columns.
 template <format_type F>
 void fake_quant(std::span<float> data, std::size_t cols, const quant_options& opt = {}) {

@@ -328,52 +328,122 @@ float gemv_row_w4f32(const std::uint8_t* w, std::size_t row_bytes, const float* 
   return simd::hsum(_mm256_add_ps(acc0, acc1));
 }
 
-// ---- any fast format, f32 activations: decode a block, FMA ----------------------------------
-// Decodes row r of q into FP32 element values (unscaled) times the block scale: out[0, kb).
+// 8 consecutive K-bit codes (K = 3 or 6, lsb_first) starting at byte p, each at the top of its
+// 32-bit lane (see decode_top); reads 8 bytes at p (the caller guarantees they are readable).
+template <int K>
+MXQ_ALWAYS_INLINE __m256i tops8(const std::uint8_t* p) noexcept {
+  static_assert(K == 3 || K == 6);
+  const __m256i v = _mm256_broadcastq_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  // lane i: bytes (K i)/8 and the next one into the lane's top half, then left by 16 - (K i)%8 - K
+  const __m256i pick = K == 6 ? _mm256_setr_epi8(-1, -1, 0, 1, -1, -1, 0, 1, -1, -1, 1, 2, -1, -1, 2, 3,  //
+                                                 -1, -1, 3, 4, -1, -1, 3, 4, -1, -1, 4, 5, -1, -1, 5, 6)
+                              : _mm256_setr_epi8(-1, -1, 0, 1, -1, -1, 0, 1, -1, -1, 0, 1, -1, -1, 1, 2,  //
+                                                 -1, -1, 1, 2, -1, -1, 1, 2, -1, -1, 2, 3, -1, -1, 2, 3);
+  const __m256i shift = K == 6 ? _mm256_setr_epi32(10, 4, 6, 8, 10, 4, 6, 8) : _mm256_setr_epi32(13, 10, 7, 12, 9, 6, 11, 8);
+  return _mm256_sllv_epi32(_mm256_shuffle_epi8(v, pick), shift);
+}
+
+// The codes of block [c0, c0 + len) of a row, top-aligned, as B/8 vectors; `end` bounds the
+// readable bytes (the whole packed matrix).
 template <class F, class Layout>
-MXQ_ALWAYS_INLINE void decode_row(const std::uint8_t* w, const std::uint8_t* s, std::size_t cols, const float* lut, float* out) {
-  using E = typename F::element;
+MXQ_ALWAYS_INLINE void block_tops(const std::uint8_t* w, std::size_t c0, std::size_t len, const std::uint8_t* end,
+                                  std::uint8_t* scratch, __m256i* c) noexcept {
+  constexpr int bits = elem_info<typename F::element>::bits;
   constexpr std::size_t B = F::block_size;
-  constexpr int bits = elem_info<E>::bits;
-  alignas(32) std::uint8_t codes[64 + 8];
-  for (std::size_t c0 = 0, b = 0; c0 < cols; c0 += B, ++b) {
-    const std::size_t len = std::min(B, cols - c0);
-    unpack_block<bits, Layout>(w + c0 * bits / 8, len, B, codes);
-    if (len < B) std::memset(codes + len, 0, B - len);
-    const __m256 sv = _mm256_set1_ps(lut[s[b]]);
-    for (std::size_t i = 0; i < B; i += 8) {
-      const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i)));
-      _mm256_storeu_ps(out + c0 + i, _mm256_mul_ps(decode_codes<E>(c), sv));
+  const std::uint8_t* src = w + c0 * bits / 8;
+  if (len == B) {
+    if constexpr ((bits == 3 || bits == 6) && std::is_same_v<Layout, lsb_first_layout>) {
+      if (src + B * bits / 8 + 8 <= end) {
+        for (std::size_t i = 0; i < B / 8; ++i) c[i] = tops8<bits>(src + i * bits);
+        return;
+      }
+    } else if constexpr (bits == 4 && std::is_same_v<Layout, lsb_first_layout>) {
+      const __m256i sh = _mm256_setr_epi32(28, 24, 20, 16, 12, 8, 4, 0);
+      for (std::size_t i = 0; i < B / 8; ++i) {
+        std::int32_t v;
+        std::memcpy(&v, src + 4 * i, 4);
+        c[i] = _mm256_sllv_epi32(_mm256_set1_epi32(v), sh);
+      }
+      return;
+    } else if constexpr (bits == 8) {
+      for (std::size_t i = 0; i < B / 8; ++i)
+        c[i] = _mm256_slli_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + 8 * i))), 24);
+      return;
     }
+  }
+  unpack_block<bits, Layout>(src, len, B, scratch);
+  if (len < B) std::memset(scratch + len, 0, B - len);
+  for (std::size_t i = 0; i < B / 8; ++i)
+    c[i] = _mm256_slli_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(scratch + 8 * i))), 32 - bits);
+}
+
+// Whether a whole 8-bit block may hold Inf/NaN element codes (only E4M3 / E5M2 have them).
+template <class F>
+MXQ_ALWAYS_INLINE bool block_has_specials(const std::uint8_t* w, std::size_t c0, std::size_t len) noexcept {
+  using E = typename F::element;
+  using C = element_codec<E>;
+  if constexpr (elem_info<E>::is_int || C::magnitude_count == (1 << (elem_info<E>::bits - 1))) {
+    (void)w, (void)c0, (void)len;
+    return false;
+  } else if constexpr (elem_info<E>::bits == 8 && F::block_size == 32) {
+    if (len != 32) return true;
+    const __m256i b = _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + c0)), _mm256_set1_epi8(0x7F));
+    return _mm256_movemask_epi8(_mm256_cmpgt_epi8(b, _mm256_set1_epi8(static_cast<char>(elem_info<E>::max_idx)))) != 0;
+  } else {
+    (void)w, (void)c0, (void)len;
+    return true;
   }
 }
 
+// ---- any fast format, f32 activations: decode a block, FMA ----------------------------------
+// Decodes one row into FP32 values (element value times block scale), out[0, round_up(cols, B)).
 template <class F, class Layout>
-float gemv_row_generic(const std::uint8_t* w, const std::uint8_t* s, std::size_t cols, const float* lut, const float* x) {
+MXQ_ALWAYS_INLINE void decode_row(const std::uint8_t* w, const std::uint8_t* s, std::size_t cols, const float* lut,
+                                  const std::uint8_t* end, float* out) {
   using E = typename F::element;
   constexpr std::size_t B = F::block_size;
-  constexpr int bits = elem_info<E>::bits;
-  alignas(32) std::uint8_t codes[64 + 8];
-  __m256 acc = _mm256_setzero_ps();
+  alignas(32) std::uint8_t scratch[64 + 8];
+  __m256i c[B / 8];
   for (std::size_t c0 = 0, b = 0; c0 < cols; c0 += B, ++b) {
     const std::size_t len = std::min(B, cols - c0);
-    const std::uint8_t* src = w + c0 * bits / 8;
-    if constexpr (bits != 8) {
-      unpack_block<bits, Layout>(src, len, B, codes);
-      src = codes;
-    } else if (len < B) {
-      std::memcpy(codes, src, len);
-      src = codes;
-    }
-    if (len < B) std::memset(codes + len, 0, B - len);
-    __m256 blk = _mm256_setzero_ps();
-    for (std::size_t i = 0; i < B; i += 8) {
-      const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + i)));
-      blk = _mm256_fmadd_ps(decode_codes<E>(c), _mm256_loadu_ps(x + c0 + i), blk);
-    }
-    acc = _mm256_fmadd_ps(blk, _mm256_set1_ps(lut[s[b]]), acc);
+    block_tops<F, Layout>(w, c0, len, end, scratch, c);
+    const __m256 sv = _mm256_set1_ps(lut[s[b]]);
+    if (block_has_specials<F>(w, c0, len))
+      for (std::size_t i = 0; i < B / 8; ++i) _mm256_storeu_ps(out + c0 + 8 * i, _mm256_mul_ps(decode_top<E>(c[i]), sv));
+    else
+      for (std::size_t i = 0; i < B / 8; ++i) _mm256_storeu_ps(out + c0 + 8 * i, _mm256_mul_ps(decode_top<E, false>(c[i]), sv));
   }
-  return simd::hsum(acc);
+}
+
+// Element values without the MXINT ladder factor 2^(2-K) (folded into the block scale).
+template <class E, bool Specials>
+MXQ_ALWAYS_INLINE __m256 decode_top_gemv(__m256i top) noexcept {
+  if constexpr (elem_info<E>::is_int) return _mm256_cvtepi32_ps(_mm256_srai_epi32(top, 32 - elem_info<E>::bits));
+  else return decode_top<E, Specials>(top);
+}
+
+template <class F, class Layout>
+float gemv_row_generic(const std::uint8_t* w, const std::uint8_t* s, std::size_t cols, const float* lut, const float* x,
+                       const std::uint8_t* end) {
+  using E = typename F::element;
+  constexpr std::size_t B = F::block_size;
+  constexpr float fold = elem_info<E>::is_int ? 1.0f / static_cast<float>(1 << elem_info<E>::mbits) : 1.0f;
+  alignas(32) std::uint8_t scratch[64 + 8];
+  __m256i c[B / 8];
+  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (std::size_t c0 = 0, b = 0; c0 < cols; c0 += B, ++b) {
+    const std::size_t len = std::min(B, cols - c0);
+    block_tops<F, Layout>(w, c0, len, end, scratch, c);
+    auto dot = [&](auto specials) {
+      constexpr bool S = decltype(specials)::value;
+      __m256 blk = _mm256_mul_ps(decode_top_gemv<E, S>(c[0]), _mm256_loadu_ps(x + c0));
+      for (std::size_t i = 1; i < B / 8; ++i) blk = _mm256_fmadd_ps(decode_top_gemv<E, S>(c[i]), _mm256_loadu_ps(x + c0 + 8 * i), blk);
+      return blk;
+    };
+    const __m256 blk = block_has_specials<F>(w, c0, len) ? dot(std::true_type{}) : dot(std::false_type{});
+    acc[b & 1] = _mm256_fmadd_ps(blk, _mm256_set1_ps(lut[s[b]] * fold), acc[b & 1]);
+  }
+  return simd::hsum(_mm256_add_ps(acc[0], acc[1]));
 }
 
 // ---- gemm, int8 activations: 8-row tiles ----------------------------------------------------
@@ -542,6 +612,7 @@ void gemm_into(const packed_matrix<F, Layout>& w, matrix_view<const T> x, matrix
     const std::size_t kp = ((cols + B - 1) / B * B + 63) / 64 * 64;  // whole blocks, whole 64-code chunks
     const std::size_t nb_row = w.blocks_per_row();
     const std::uint8_t* codes = w.code_bytes().data();
+    const std::uint8_t* codes_end = codes + w.code_bytes().size();
     const std::uint8_t* scales = w.scale_data().data();
     if (batch == 0 || rows == 0) return;
     if constexpr (is_w4<F, Layout>) {
@@ -610,7 +681,7 @@ void gemm_into(const packed_matrix<F, Layout>& w, matrix_view<const T> x, matrix
       } else {
         parallel_ranges(rows, opt.threads, 16, [&](std::size_t r0, std::size_t r1) {
           for (std::size_t r = r0; r < r1; ++r)
-            y(0, r) = detail::gemv_row_generic<F, Layout>(codes + r * w.row_bytes(), scales + r * nb_row, cols, lut, xf.data());
+            y(0, r) = detail::gemv_row_generic<F, Layout>(codes + r * w.row_bytes(), scales + r * nb_row, cols, lut, xf.data(), codes_end);
         });
       }
       return;
@@ -622,7 +693,7 @@ void gemm_into(const packed_matrix<F, Layout>& w, matrix_view<const T> x, matrix
       for (std::size_t ti = tb; ti < te; ++ti) {
         const std::size_t r0 = ti * 4, nr = std::min<std::size_t>(4, rows - r0);
         for (std::size_t i = 0; i < nr; ++i)
-          detail::decode_row<F, Layout>(codes + (r0 + i) * w.row_bytes(), scales + (r0 + i) * nb_row, cols, lut, panel.data() + i * kp);
+          detail::decode_row<F, Layout>(codes + (r0 + i) * w.row_bytes(), scales + (r0 + i) * nb_row, cols, lut, codes_end, panel.data() + i * kp);
         for (std::size_t i = nr; i < 4; ++i) std::fill(panel.begin() + static_cast<std::ptrdiff_t>(i * kp), panel.begin() + static_cast<std::ptrdiff_t>((i + 1) * kp), 0.0f);
         std::size_t t = 0;
         for (; t + 2 <= batch; t += 2) {

@@ -252,30 +252,35 @@ inline int e4m3_rne_index(float s) noexcept {
   return std::min(((eq - 121) << 3) + static_cast<int>(r), 126);
 }
 
-// 8 code bytes -> decoded element values (unscaled), exact for every code.
-template <class E>
-MXQ_ALWAYS_INLINE __m256 decode_codes(__m256i c) noexcept {
+// Codes whose bits sit at the top of each 32-bit lane (sign at bit 31; lower bits are ignored)
+// -> decoded element values (unscaled), exact for every code, Inf/NaN codes included
+// (Specials = false: for blocks known to hold none).
+template <class E, bool Specials = true>
+MXQ_ALWAYS_INLINE __m256 decode_top(__m256i top) noexcept {
   using I = elem_info<E>;
   using C = element_codec<E>;
   if constexpr (I::is_int) {
-    const __m256i s = _mm256_srai_epi32(_mm256_slli_epi32(c, 32 - I::bits), 32 - I::bits);
-    return _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(1.0f / static_cast<float>(1 << I::mbits)));
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srai_epi32(top, 32 - I::bits)),
+                         _mm256_set1_ps(1.0f / static_cast<float>(1 << I::mbits)));
   } else {
-    const __m256i mag = _mm256_and_si256(c, _mm256_set1_epi32(C::sign_bit - 1));
-    const __m256i sign = _mm256_slli_epi32(_mm256_srli_epi32(c, I::bits - 1), 31);
-    // mag placed as FP32 exponent|mantissa bits, rescaled by 2^(127 - bias): subnormal codes
-    // become FP32 subnormals and are scaled up exactly.
-    __m256 v = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_slli_epi32(mag, 23 - I::mbits)),
+    constexpr int ebits = I::bits - 1 - I::mbits;
+    // sign stays at bit 31, exponent|mantissa land on FP32's low exponent / high mantissa bits;
+    // 2^(127 - bias) then rescales (FP32 subnormals included, exactly).
+    constexpr std::uint32_t keep = 0x80000000u | (((1u << (I::bits - 1)) - 1u) << (23 - I::mbits));
+    __m256 v = _mm256_mul_ps(_mm256_and_ps(_mm256_castsi256_ps(_mm256_srai_epi32(top, 8 - ebits)),
+                                           _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(keep)))),
                              _mm256_castsi256_ps(_mm256_set1_epi32((254 - I::bias) << 23)));
-    if constexpr (C::magnitude_count < (1 << (I::bits - 1))) {  // Inf / NaN codes exist
+    if constexpr (Specials && C::magnitude_count < (1 << (I::bits - 1))) {  // Inf / NaN codes exist
+      const __m256i mag = _mm256_srli_epi32(_mm256_slli_epi32(top, 1), 33 - I::bits);
       const __m256i special = _mm256_cmpgt_epi32(mag, _mm256_set1_epi32(I::max_idx));
       __m256 sv = _mm256_set1_ps(std::numeric_limits<float>::quiet_NaN());
       if constexpr (C::traits::has_inf)
         sv = _mm256_blendv_ps(sv, _mm256_set1_ps(std::numeric_limits<float>::infinity()),
                               _mm256_castsi256_ps(_mm256_cmpeq_epi32(mag, _mm256_set1_epi32(I::max_idx + 1))));
-      v = _mm256_blendv_ps(v, sv, _mm256_castsi256_ps(special));
+      v = _mm256_blendv_ps(v, _mm256_or_ps(sv, _mm256_and_ps(_mm256_castsi256_ps(top), _mm256_set1_ps(-0.0f))),
+                           _mm256_castsi256_ps(special));
     }
-    return _mm256_or_ps(v, _mm256_castsi256_ps(sign));
+    return v;
   }
 }
 
@@ -613,7 +618,7 @@ void dequantize_into(const packed_matrix<F, Layout>& q, matrix_view<float> out) 
             const __m256 s = _mm256_set1_ps(pow2f_e8m0(code - 127));
             for (int i = 0; i < NV; ++i) {
               const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + 8 * i)));
-              _mm256_storeu_ps(dst + 8 * i, _mm256_mul_ps(detail::decode_codes<E>(c), s));
+              _mm256_storeu_ps(dst + 8 * i, _mm256_mul_ps(detail::decode_top<E>(_mm256_slli_epi32(c, 32 - bits)), s));
             }
           }
         } else {

@@ -1,49 +1,145 @@
-// Splitting work over caller-chosen thread counts (std::thread; no global pool, no spinning).
+// Splitting work over caller-chosen thread counts.
+//
+// parallel_ranges runs on a lazily created pool of sleeping std::threads (no spinning: this
+// library shares machines), so a call costs a wake-up rather than a thread creation. Only one
+// parallel region uses the pool at a time: a concurrent caller, or a region nested inside a
+// worker, gets fresh std::threads (or runs inline when nested), never a deadlock.
 #pragma once
 #include <algorithm>
+#include <condition_variable>
 #include <cstddef>
 #include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
 namespace mxq::kernel {
 
+namespace detail {
+
+inline thread_local bool in_pool_worker = false;
+
+class thread_pool {
+ public:
+  static thread_pool& instance() {
+    static thread_pool pool;
+    return pool;
+  }
+  ~thread_pool() {
+    {
+      std::lock_guard<std::mutex> l(m_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+
+  // Runs task(i) for i in [1, n) on workers and task(0) here; false if the pool is busy.
+  bool try_run(std::size_t n, const std::function<void(std::size_t)>& task) {
+    std::unique_lock<std::mutex> region(region_, std::try_to_lock);
+    if (!region.owns_lock()) return false;
+    {
+      std::unique_lock<std::mutex> l(m_);
+      while (workers_.size() + 1 < n) {
+        const std::size_t id = workers_.size() + 1;
+        workers_.emplace_back([this, id] { loop(id); });
+      }
+      task_ = &task;
+      active_ = n;
+      pending_ = n - 1;
+      ++generation_;
+    }
+    wake_.notify_all();
+    std::exception_ptr err;
+    try {
+      task(0);
+    } catch (...) {
+      err = std::current_exception();
+    }
+    std::unique_lock<std::mutex> l(m_);
+    done_.wait(l, [this] { return pending_ == 0; });
+    task_ = nullptr;
+    if (!err) err = error_;
+    error_ = nullptr;
+    l.unlock();
+    if (err) std::rethrow_exception(err);
+    return true;
+  }
+
+ private:
+  thread_pool() = default;
+
+  void loop(std::size_t id) {
+    in_pool_worker = true;
+    std::size_t seen = 0;
+    std::unique_lock<std::mutex> l(m_);
+    for (;;) {
+      wake_.wait(l, [&] { return stop_ || generation_ != seen; });
+      if (stop_) return;
+      seen = generation_;
+      if (id >= active_) continue;
+      const auto* task = task_;
+      l.unlock();
+      std::exception_ptr err;
+      try {
+        (*task)(id);
+      } catch (...) {
+        err = std::current_exception();
+      }
+      l.lock();
+      if (err && !error_) error_ = err;
+      if (--pending_ == 0) done_.notify_one();
+    }
+  }
+
+  std::mutex region_, m_;
+  std::condition_variable wake_, done_;
+  std::vector<std::thread> workers_;
+  const std::function<void(std::size_t)>* task_ = nullptr;
+  std::size_t active_ = 0, pending_ = 0, generation_ = 0;
+  std::exception_ptr error_;
+  bool stop_ = false;
+};
+
+}  // namespace detail
+
 // Calls fn(begin, end) on `threads` contiguous ranges of [0, n) whose bounds are multiples of
-// `grain` (except the last), the first range on the calling thread. threads <= 0 means
-// std::thread::hardware_concurrency(). Exceptions from workers are rethrown here.
+// `grain` (except the last), range 0 on the calling thread. threads <= 0 means
+// std::thread::hardware_concurrency(). Exceptions from any range are rethrown here.
 template <class Fn>
 void parallel_ranges(std::size_t n, int threads, std::size_t grain, Fn&& fn) {
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   grain = std::max<std::size_t>(grain, 1);
   const std::size_t units = (n + grain - 1) / grain;
   const std::size_t t = std::min<std::size_t>(static_cast<std::size_t>(threads), std::max<std::size_t>(units, 1));
-  if (t <= 1) {
+  if (t <= 1 || detail::in_pool_worker) {
     if (n) fn(std::size_t{0}, n);
     return;
   }
-  auto range = [&](std::size_t i) {
+  const std::function<void(std::size_t)> task = [&](std::size_t i) {
     const std::size_t b = std::min(n, (units * i / t) * grain), e = std::min(n, (units * (i + 1) / t) * grain);
-    return std::pair{b, e};
+    if (b < e) fn(b, e);
   };
-  std::vector<std::thread> pool;
+  if (detail::thread_pool::instance().try_run(t, task)) return;
+  // The pool is busy (another caller's region): plain threads.
+  std::vector<std::thread> extra;
   std::vector<std::exception_ptr> errors(t);
-  pool.reserve(t - 1);
   for (std::size_t i = 1; i < t; ++i)
-    pool.emplace_back([&, i] {
+    extra.emplace_back([&, i] {
       try {
-        const auto [b, e] = range(i);
-        if (b < e) fn(b, e);
+        task(i);
       } catch (...) {
         errors[i] = std::current_exception();
       }
     });
   try {
-    const auto [b, e] = range(0);
-    if (b < e) fn(b, e);
+    task(0);
   } catch (...) {
     errors[0] = std::current_exception();
   }
-  for (auto& th : pool) th.join();
+  for (auto& th : extra) th.join();
   for (auto& e : errors)
     if (e) std::rethrow_exception(e);
 }
