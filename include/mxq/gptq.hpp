@@ -4,6 +4,7 @@
 //   h.add(inputs);                                   // calibration rows [tokens, in], any number of batches
 //   auto r = mxq::gptq<mxq::mxfp4>(W, h.matrix());   // r.packed, r.dequantized, r.loss, r.damp_fraction
 //
+// H must be the full symmetric matrix (both triangles are read; hessian_accumulator::matrix() is).
 // The algorithm is the reference (IST-DASLab/gptq `fasterquant`): dead inputs (H_ii = 0) get
 // H_ii = 1 and a zeroed weight column; H += percdamp·mean(diag H)·I; U = upper Cholesky factor of
 // H⁻¹; columns are quantized one at a time, each error (w − q)/U_ii fed back into the columns not

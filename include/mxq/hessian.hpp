@@ -12,6 +12,7 @@
 // Updates are symmetric rank-k (only the lower triangle is accumulated: Eigen's blocked SYRK, or
 // column strips of GEMMs spread over threads); matrix() returns the full symmetric matrix.
 // A batch holding NaN or ±Inf is rejected before it touches H, with an error naming the row.
+// Not thread-safe: one accumulator per thread, then merge().
 #pragma once
 #include <Eigen/Dense>
 
