@@ -516,7 +516,11 @@ MXQ_ALWAYS_INLINE __m256i bcast4(const std::int8_t* p) noexcept {
 template <class F, int NT>
 void gemm_tile_w4a8(const w4_tile& tile, const q8_rows& a, std::size_t t0, float (*out)[8]) {
   constexpr int B = F::block_size;
-  constexpr int GPB = B / 8;  // dword groups per block, in each nibble half... (32 -> 4, 16 -> 2)
+  constexpr int GPB = B / 8;  // dword groups per block in each nibble half (32 -> 4, 16 -> 2)
+  // int16 partial sums: |pmaddubsw| <= 2 * 24 * 127 = 6096 (E2M1 LUT values <= 24), so 2
+  // groups (4 products, <= 24384) are summed before pmaddwd widens them. (MXINT4's values <= 15
+  // would allow a whole block, but the longer chains measured slower.)
+  constexpr int GSTEP = 2;
   const __m256i ones16 = _mm256_set1_epi16(1);
   const std::size_t nb = a.nb;
   __m256 accf[NT];
@@ -531,10 +535,10 @@ void gemm_tile_w4a8(const w4_tile& tile, const q8_rows& a, std::size_t t0, float
     const __m256i* tc = reinterpret_cast<const __m256i*>(tile.t.data() + c * 16);
     __m256i acc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_si256();
-    for (int gp = 0; gp < GPB; gp += 2) {
+    for (int gp = 0; gp < GPB; gp += GSTEP) {
       __m256i p[NT];
       for (int t = 0; t < NT; ++t) p[t] = _mm256_setzero_si256();
-      for (int gg = 0; gg < 2; ++gg) {
+      for (int gg = 0; gg < GSTEP; ++gg) {
         const int g = g0 + gp + gg;
         const __m256i wl = _mm256_load_si256(tc + g), wh = _mm256_load_si256(tc + 8 + g);
         for (int t = 0; t < NT; ++t) {
@@ -646,12 +650,13 @@ void gemm_into(const packed_matrix<F, Layout>& w, matrix_view<const T> x, matrix
               for (std::size_t i = 0; i < nt; ++i)
                 for (std::size_t r = 0; r < nr; ++r) y(t + i, r0 + r) = out[i][r];
             };
-            for (; t + 4 <= batch; t += 4) {
-              detail::gemm_tile_w4a8<F, 4>(tile, a, t, out);
-              emit(4);
+            // 3 tokens per pass: 3 x (int16, int32, FP32) accumulators + 2 weight registers fit
+            // the 16 ymm registers (4 tokens spill).
+            for (; t + 3 <= batch; t += 3) {
+              detail::gemm_tile_w4a8<F, 3>(tile, a, t, out);
+              emit(3);
             }
             switch (batch - t) {
-              case 3: detail::gemm_tile_w4a8<F, 3>(tile, a, t, out), emit(3); break;
               case 2: detail::gemm_tile_w4a8<F, 2>(tile, a, t, out), emit(2); break;
               case 1: detail::gemm_tile_w4a8<F, 1>(tile, a, t, out), emit(1); break;
               default: break;
