@@ -288,6 +288,23 @@ TEST_CASE("kernel quantize: large random matrices, every mode", "[kernel][quanti
   }
 }
 
+TEST_CASE("kernel quantize: rows split over threads give the oracle's bits", "[kernel][quantize][threads]") {
+  // quant_options::threads splits rows over the pool (grain ~16K elements), strided views and
+  // ragged rows included; every split must reproduce the oracle exactly.
+  gen g(123);
+  for (int threads : {2, 3, 0}) {
+    mxq::quant_options opt;
+    opt.threads = threads;
+    const std::string label = "threads " + std::to_string(threads);
+    check_case<mxq::mxfp4, mxq::lsb_first_layout>(g, 67, 4096 + 17, opt, 1, label);
+    check_case<mxq::mxint4, mxq::split_halves_layout>(g, 45, 2048, opt, 0, label);
+    check_case<mxq::nvfp4, mxq::lsb_first_layout>(g, 50, 1000, opt, 2, label);
+    check_case<mxq::mxfp8_e4m3, mxq::lsb_first_layout>(g, 40, 999, opt, 3, label);
+    opt.scale_rule = mxq::scale_rule::mse;
+    check_case<mxq::mxint4, mxq::lsb_first_layout>(g, 20, 2000, opt, 0, label + " mse");
+  }
+}
+
 TEST_CASE("kernel quantize: every FP32 exponent, every E8M0 scale", "[kernel][quantize]") {
   // One block per (exponent, pattern): the whole FP32 range including subnormals and the
   // largest finite values, for each rounding mode and scale rule.

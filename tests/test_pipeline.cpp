@@ -89,3 +89,69 @@ TEST_CASE("pipeline: bad requests are named errors", "[pipeline]") {
   o.act_format = "mxfp5";
   CHECK_THROWS_WITH(quantize_model<mxint4>(w, first_windows("code-calib-128x256.u16", 1), o), Catch::Contains("unknown format"));
 }
+
+TEST_CASE("pipeline: the staged layer sees each group's input as layer_forward does", "[pipeline]") {
+  // layer_stages computes group inputs one at a time (one forward per layer instead of one per
+  // group); with unchanged weights every input and the final hidden state must be bit-identical
+  // to what a hooked layer_forward observes, with and without activation quantization.
+  const model_weights& w = original();
+  const auto tokens = first_windows("code-calib-128x256.u16", 3);
+  for (const char* act_name : {"", "mxint8"}) {
+    INFO("act " << act_name);
+    const act_quant_fn act = make_act_quant_fn(act_name);
+    RowMajorMatrixXf h_ref = embed(w, tokens);
+    std::vector<RowMajorMatrixXf> seen;
+    forward_hooks hooks;
+    hooks.act_quant = act;
+    hooks.on_linear_input = [&](std::size_t, linear_group, const RowMajorMatrixXf& in) { seen.push_back(in); };
+    layer_forward(w, 1, h_ref, 256, hooks, 2);
+    REQUIRE(seen.size() == 4);
+
+    RowMajorMatrixXf h = embed(w, tokens);
+    detail::model::workspace ws;
+    detail::pipeline::layer_stages st(w, 1, h, 256, act, 2, ws);
+    CHECK_THROWS_WITH(detail::pipeline::layer_stages(w, 1, h, 256, act, 2, ws).input(linear_group::o),
+                      Catch::Contains("out of order"));
+    int i = 0;
+    for (linear_group g : {linear_group::qkv, linear_group::o, linear_group::gate_up, linear_group::down})
+      CHECK(st.input(g) == seen[static_cast<std::size_t>(i++)]);
+    st.finish();
+    CHECK(h == h_ref);
+  }
+}
+
+TEST_CASE("pipeline: attention and MLP block outputs add up to the layer", "[pipeline]") {
+  // hidden + attn(norm(hidden)) = mid; mid + mlp(norm(mid)) = layer output.
+  const model_weights& w = original();
+  const auto& L = w.layers[0];
+  const auto tokens = first_windows("code-calib-128x256.u16", 2);
+  RowMajorMatrixXf h = embed(w, tokens), out = h;
+  layer_forward(w, 0, out, 256);
+  RowMajorMatrixXf n(h.rows(), h.cols());
+  detail::model::rms_norm_rows(h, L.input_layernorm, static_cast<float>(w.config.rms_norm_eps), n, 0, static_cast<std::size_t>(h.rows()));
+  const RowMajorMatrixXf mid = h + attention_block_output(w.config, L.q_proj, L.k_proj, L.v_proj, L.o_proj, n, 256, 2);
+  detail::model::rms_norm_rows(mid, L.post_attention_layernorm, static_cast<float>(w.config.rms_norm_eps), n, 0,
+                               static_cast<std::size_t>(h.rows()));
+  const RowMajorMatrixXf full = mid + mlp_block_output(L.gate_proj, L.up_proj, L.down_proj, n, 2);
+  CHECK((full - out).cwiseAbs().maxCoeff() <= 1e-4f * out.cwiseAbs().maxCoeff());
+  CHECK_THROWS_WITH(attention_block_output(w.config, L.q_proj, L.k_proj, L.v_proj, L.o_proj, n.topRows(100), 256),
+                    Catch::Contains("whole number of windows"));
+  CHECK_THROWS_WITH(mlp_block_output(L.gate_proj, L.up_proj, L.down_proj, n.leftCols(10)), Catch::Contains("shapes"));
+}
+
+TEST_CASE("pipeline: AWQ (scale + clip) beats RTN on MXINT4, block and linear losses", "[pipeline]") {
+  const auto calib = first_windows("code-calib-128x256.u16", 8);
+  auto run = [&](const char* method, bool block) {
+    model_weights w = original();
+    model_quant_options o;
+    o.method = method;
+    o.awq_block_loss = block;
+    o.awq_search_windows = 4;
+    quantize_model<mxint4>(w, calib, o);
+    return ppl(w);
+  };
+  const double rtn = run("rtn", true), awq_block = run("awq", true), awq_linear = run("awq", false);
+  INFO("rtn " << rtn << " awq block " << awq_block << " awq linear " << awq_linear);
+  CHECK(awq_block < rtn);
+  CHECK(awq_linear < rtn);
+}

@@ -45,6 +45,16 @@ void run_quantization(mxq::model_weights& w, const std::vector<mxq::token_id>& c
   });
 }
 
+// --awq-loss block|linear, --awq-windows N (shared by quantize-model and table).
+void apply_awq_flags(const mxq::cli::parsed_args& a, mxq::model_quant_options& o) {
+  const std::string loss = a.get("awq-loss", "block");
+  if (loss != "block" && loss != "linear") throw mxq::error("--awq-loss must be block or linear, not '" + loss + "'");
+  o.awq_block_loss = loss == "block";
+  const long n = a.integer("awq-windows", static_cast<long>(o.awq_search_windows));
+  if (n < 0) throw mxq::error("--awq-windows must be >= 0 (0 = every calibration window)");
+  o.awq_search_windows = static_cast<std::size_t>(n);
+}
+
 quant_request parse_request(const mxq::cli::parsed_args& a) {
   quant_request q;
   q.format = a.require("format");
@@ -62,12 +72,14 @@ quant_request parse_request(const mxq::cli::parsed_args& a) {
   q.opt.quant.scale_rule = mxq::parse_scale_rule(a.get("scale-rule", "floor"));
   q.opt.seq = static_cast<std::size_t>(a.integer("seq", 256));
   q.opt.threads = static_cast<unsigned>(a.integer("threads", 0));
+  apply_awq_flags(a, q.opt);
   return q;
 }
 
 int run_quantize_model(const mxq::cli::args_t& raw) {
   const auto a = mxq::cli::parse(raw, {"model", "format", "method", "act-format", "calib", "calib-windows", "seq", "out",
-                                       "alpha", "damp", "scale-rule", "threads", "tokens", "windows"},
+                                       "alpha", "damp", "scale-rule", "threads", "tokens", "windows", "awq-loss",
+                                       "awq-windows"},
                                  {"act-order"});
   const std::string model_dir = a.require("model"), out_dir = a.require("out");
   const std::string calib_file = a.get("calib", (fs::path(model_dir) / ".." / ".." / "data" / "code" / "code-calib-128x256.u16").string());
@@ -134,7 +146,7 @@ std::string cell_key(const std::string& format, const std::string& method, const
 
 int run_table(const mxq::cli::args_t& raw) {
   const auto a = mxq::cli::parse(raw, {"model", "tokens", "calib", "windows", "calib-windows", "seq", "threads", "only",
-                                       "reference"});
+                                       "reference", "awq-loss", "awq-windows"});
   const std::string model_dir = a.require("model"), tokens_file = a.require("tokens"), calib_file = a.require("calib");
   const std::size_t seq = static_cast<std::size_t>(a.integer("seq", 256));
   const std::size_t n_windows = static_cast<std::size_t>(a.integer("windows", 256));
@@ -201,6 +213,7 @@ int run_table(const mxq::cli::args_t& raw) {
     quant_request q;
     q.format = c.format, q.method = c.method, q.act_format = c.act;
     q.opt.method = c.method, q.opt.act_format = c.act, q.opt.seq = seq, q.opt.threads = threads;
+    apply_awq_flags(a, q.opt);
     run_quantization(w, calib, q, [](const auto&) {});
     const double ppl = eval(w, c.act);
     const double secs = seconds(t0);

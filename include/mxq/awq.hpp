@@ -8,8 +8,9 @@
 //     loss = mean((block(X; W) - block(X; W_i))^2)
 //   keep the ratio with the least loss (ratio 0 is s = 1, i.e. plain RTN, so the search never
 //   returns a worse loss than RTN).
-// The block is the caller's: any callable that maps the group's weights to the block output (an
-// engine passes its attention or MLP); the default is the group's own outputs X W_i^T.
+// The block is the caller's: any callable that maps the group's weights (and optionally the
+// candidate's s) to the block output (an engine passes its attention or MLP, as llm-awq inspects
+// self_attn for q/k/v and mlp for gate/up); the default is the group's own outputs X W_i^T.
 //
 // Clip search (auto_clip_layer, n_grid 20, max_shrink 0.5, 512 sampled tokens), per linear on the
 // scaled weights W s with inputs X / s: per output row and per group of F's block length,
@@ -109,7 +110,9 @@ awq_scale_result awq_grid(std::size_t channels, std::span<const float> x_mean, c
 // Scale search with the caller's block. `block_output(std::span<const matrix_view<const float>> w)`
 // returns the block output (an Eigen matrix of floats, any shape) for the group's weights w (same
 // order and shapes as `weights`), evaluated on the caller's own calibration input; it is called
-// once with the original weights (the reference) and once per ratio with Q(W_i s) / s.
+// once with the original weights (the reference) and once per ratio with Q(W_i s) / s. A block
+// invocable as block_output(w, std::span<const float> s) also gets the candidate's s (an empty span
+// for the reference call), e.g. to quantize its input as Qa(X / s) * s.
 template <format_type F, class BlockFn>
 awq_scale_result awq_search_scale(std::span<const float> x_mean, std::span<const matrix_view<const float>> weights,
                                   BlockFn&& block_output, const awq_options& opt = {}) {
@@ -122,12 +125,19 @@ awq_scale_result awq_search_scale(std::span<const float> x_mean, std::span<const
     for (const auto& x : m) v.push_back(view_of(x));
     return v;
   };
-  const row_matrix_f ref = block_output(std::span<const matrix_view<const float>>(views(w)));
+  using wspan = std::span<const matrix_view<const float>>;
+  // A block that also takes s sees the candidate's scales (empty for the reference call): with
+  // quantized activations it evaluates Qa(X / s) * s, as the folded model will run.
+  auto run = [&](const std::vector<row_matrix_f>& m, std::span<const float> s) {
+    if constexpr (std::is_invocable_v<BlockFn&, wspan, std::span<const float>>) return block_output(wspan(views(m)), s);
+    else return block_output(wspan(views(m)));
+  };
+  const row_matrix_f ref = run(w, {});
   const double numel = static_cast<double>(ref.size());
   return detail::calib::awq_grid(weights[0].cols, x_mean, opt, [&](std::span<const float> s) {
     std::vector<row_matrix_f> q;
     for (const auto& wi : w) q.push_back(detail::calib::awq_candidate<F>(wi, s, opt.weight_opt));
-    const row_matrix_f out = block_output(std::span<const matrix_view<const float>>(views(q)));
+    const row_matrix_f out = run(q, s);
     if (out.rows() != ref.rows() || out.cols() != ref.cols()) throw error("awq: the block output changed shape");
     return numel > 0 ? (out - ref).cast<double>().squaredNorm() / numel : 0.0;
   });
@@ -293,21 +303,22 @@ struct awq_group_result {
   std::vector<awq_clip_result> clips;  // per linear; empty entries where clipping was skipped
 };
 
-// clip_mask[i] == false skips the clip search for linear i (llm-awq skips q/k: the QK product makes
-// clipping unsafe); empty = clip every linear when opt.clip.
+namespace detail::calib {
+
+// Folds a chosen s into the group's weights and runs the clip search where asked.
 template <format_type F>
-awq_group_result awq_transform(matrix_view<const float> x, std::span<const matrix_view<const float>> weights,
-                               const awq_options& opt = {}, const std::vector<bool>& clip_mask = {}) {
+awq_group_result awq_fold_and_clip(matrix_view<const float> x, std::span<const matrix_view<const float>> weights,
+                                   awq_scale_result scale, const awq_options& opt, const std::vector<bool>& clip_mask) {
   awq_group_result res;
-  res.scale = awq_search_scale<F>(x, weights, opt);
+  res.scale = std::move(scale);
   const std::vector<float>& s = res.scale.scales;
   for (auto w : weights) {
-    res.weights.push_back(detail::calib::to_eigen(w));
+    res.weights.push_back(to_eigen(w));
     scale_columns(view_of(res.weights.back()), s);
   }
   res.clips.resize(weights.size());
   if (!opt.clip) return res;
-  row_matrix_f xs = detail::calib::to_eigen(x);
+  row_matrix_f xs = to_eigen(x);
   divide_columns(view_of(xs), s);
   for (std::size_t i = 0; i < weights.size(); ++i) {
     if (!clip_mask.empty() && (i >= clip_mask.size() || !clip_mask[i])) continue;
@@ -315,6 +326,28 @@ awq_group_result awq_transform(matrix_view<const float> x, std::span<const matri
     apply_clip(view_of(res.weights[i]), res.clips[i]);
   }
   return res;
+}
+
+}  // namespace detail::calib
+
+// clip_mask[i] == false skips the clip search for linear i (llm-awq skips q/k: the QK product makes
+// clipping unsafe); empty = clip every linear when opt.clip.
+template <format_type F>
+awq_group_result awq_transform(matrix_view<const float> x, std::span<const matrix_view<const float>> weights,
+                               const awq_options& opt = {}, const std::vector<bool>& clip_mask = {}) {
+  return detail::calib::awq_fold_and_clip<F>(x, weights, awq_search_scale<F>(x, weights, opt), opt, clip_mask);
+}
+
+// The same with the caller's block in the scale search (see awq_search_scale); x is the group's
+// input (for the activation means and the clip search).
+template <format_type F, class BlockFn>
+  requires(!std::is_convertible_v<BlockFn, const awq_options&>)
+awq_group_result awq_transform(matrix_view<const float> x, std::span<const matrix_view<const float>> weights,
+                               BlockFn&& block_output, const awq_options& opt = {}, const std::vector<bool>& clip_mask = {}) {
+  detail::calib::check_group(weights, x.cols, "awq");
+  const std::vector<float> mean = collect_stats(x, "awq").mean_abs();
+  awq_scale_result sr = awq_search_scale<F>(std::span<const float>(mean), weights, block_output, opt);
+  return detail::calib::awq_fold_and_clip<F>(x, weights, std::move(sr), opt, clip_mask);
 }
 
 }  // namespace mxq

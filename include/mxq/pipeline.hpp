@@ -59,6 +59,12 @@ struct model_quant_options {
   float alpha = 0.5f;      // SmoothQuant migration strength
   double damp = 0.01;      // GPTQ percdamp
   bool act_order = false;  // GPTQ act-order (block-aware: blocks stay contiguous)
+  // AWQ: q/k/v and gate/up scales judged on the attention / MLP block output (llm-awq's
+  // module2inspect) rather than on the linears' own outputs, over the first awq_search_windows
+  // calibration windows (0 = all; the block loss costs a block forward per candidate ratio); the
+  // linear-output losses (o, down) sample as many tokens. The clip search samples 512 tokens.
+  bool awq_block_loss = true;
+  std::size_t awq_search_windows = 16;
   quant_options quant = {};
   std::size_t seq = 256;
   unsigned threads = 0;
@@ -84,12 +90,16 @@ inline act_quant_fn make_act_quant_fn(const std::string& format, quant_options o
 
 namespace detail::pipeline {
 
+namespace model = detail::model;
+
 struct stop_forward {};  // thrown by a capture hook: the rest of the layer is not needed
 
 // The input of `group` in `layer` for the calibration batch `hidden` (not modified).
 inline RowMajorMatrixXf capture(const model_weights& w, std::size_t layer, const RowMajorMatrixXf& hidden,
-                                linear_group group, std::size_t seq, const act_quant_fn& act, unsigned threads) {
-  RowMajorMatrixXf x, scratch = hidden;
+                                linear_group group, std::size_t seq, const act_quant_fn& act, unsigned threads,
+                                model::workspace& ws, RowMajorMatrixXf& scratch) {
+  RowMajorMatrixXf x;
+  scratch = hidden;
   forward_hooks h;
   h.act_quant = act;
   h.on_linear_input = [&](std::size_t, linear_group g, const RowMajorMatrixXf& in) {
@@ -98,17 +108,95 @@ inline RowMajorMatrixXf capture(const model_weights& w, std::size_t layer, const
     throw stop_forward{};
   };
   try {
-    layer_forward(w, layer, scratch, seq, h, threads);
+    model::layer_forward_impl(w, layer, scratch, seq, h, resolve_threads(threads), ws);
   } catch (const stop_forward&) {
   }
   return x;
 }
+
+// One decoder layer run group by group, so each linear group's input is computed once, from the
+// sublayers in front of it as they are when it is asked for (true-sequential: already quantized).
+// The whole walk costs one layer forward, the same operations as layer_forward in the same order,
+// so `hidden` ends exactly as layer_forward(hidden) with the final weights would leave it.
+class layer_stages {
+ public:
+  layer_stages(const model_weights& w, std::size_t layer, RowMajorMatrixXf& hidden, std::size_t seq, act_quant_fn act,
+               unsigned threads, model::workspace& ws)
+      : w_(w), li_(layer), hidden_(hidden), seq_(seq), act_(std::move(act)), threads_(threads), ws_(ws) {
+    model::check_batch(w, layer, hidden, seq);
+  }
+
+  // Input of group g (act-quantized when activations are); groups come in the order qkv, o, gate_up, down.
+  const RowMajorMatrixXf& input(linear_group g) {
+    namespace dm = detail::model;
+    if (static_cast<int>(g) != next_)
+      throw error("layer_stages: group " + std::string(linear_group_name(g)) + " asked out of order");
+    ++next_;
+    const decoder_layer_weights& L = w_.layers[li_];
+    const float eps = static_cast<float>(w_.config.rms_norm_eps);
+    const std::size_t T = static_cast<std::size_t>(hidden_.rows());
+    RowMajorMatrixXf* x = nullptr;
+    switch (g) {
+      case linear_group::qkv:
+        ws_.normed.resize(hidden_.rows(), hidden_.cols());
+        dm::parallel_slices(T, threads_, [&](std::size_t b, std::size_t e, std::size_t) {
+          dm::rms_norm_rows(hidden_, L.input_layernorm, eps, ws_.normed, b, e);
+        });
+        x = &ws_.normed;
+        break;
+      case linear_group::o:
+        dm::attention_heads(w_.config, L.q_proj, L.k_proj, L.v_proj, ws_.normed, seq_, threads_, ws_);
+        x = &ws_.attn;
+        break;
+      case linear_group::gate_up:
+        dm::parallel_slices(T, threads_, [&](std::size_t b, std::size_t e, std::size_t) {
+          dm::linear_rows(ws_.attn, L.o_proj, hidden_, b, e, true);  // residual
+          dm::rms_norm_rows(hidden_, L.post_attention_layernorm, eps, ws_.normed, b, e);
+        });
+        x = &ws_.normed;
+        break;
+      case linear_group::down:
+        dm::mlp_hidden(L.gate_proj, L.up_proj, ws_.normed, threads_, ws_);
+        x = &ws_.gate;
+        break;
+    }
+    if (act_) act_(*x);
+    return *x;
+  }
+
+  // Adds the down projection: hidden becomes the layer's output.
+  void finish() {
+    if (next_ != 4) throw error("layer_stages: finish() before the down projection's input was taken");
+    const decoder_layer_weights& L = w_.layers[li_];
+    detail::model::parallel_slices(static_cast<std::size_t>(hidden_.rows()), threads_,
+                                   [&](std::size_t b, std::size_t e, std::size_t) {
+                                     detail::model::linear_rows(ws_.gate, L.down_proj, hidden_, b, e, true);
+                                   });
+  }
+
+ private:
+  const model_weights& w_;
+  std::size_t li_;
+  RowMajorMatrixXf& hidden_;
+  std::size_t seq_;
+  act_quant_fn act_;
+  unsigned threads_;
+  model::workspace& ws_;
+  int next_ = 0;
+};
 
 inline matrix_view<const float> cview(const RowMajorMatrixXf& m) {
   return {m.data(), static_cast<std::size_t>(m.rows()), static_cast<std::size_t>(m.cols())};
 }
 inline matrix_view<float> mview(RowMajorMatrixXf& m) {
   return {m.data(), static_cast<std::size_t>(m.rows()), static_cast<std::size_t>(m.cols())};
+}
+
+inline void divide_cols(RowMajorMatrixXf& m, std::span<const float> s) {
+  for (Eigen::Index c = 0; c < m.cols(); ++c) m.col(c) /= s[static_cast<std::size_t>(c)];
+}
+inline void multiply_cols(RowMajorMatrixXf& m, std::span<const float> s) {
+  for (Eigen::Index c = 0; c < m.cols(); ++c) m.col(c) *= s[static_cast<std::size_t>(c)];
 }
 
 inline std::span<float> span_of(Eigen::VectorXf& v) { return {v.data(), static_cast<std::size_t>(v.size())}; }
@@ -135,6 +223,7 @@ quantized_model<F> quantize_model(model_weights& w, std::span<const token_id> ca
   awq_opt.clip = !flags.gptq;  // the reference recipe: scale + clip for RTN, scale only before GPTQ
   awq_opt.act = act_search;
   awq_opt.weight_opt = opt.quant;
+  awq_opt.search_tokens = opt.awq_search_windows * opt.seq;  // the linear-output loss samples as many tokens
   smoothquant_options sq_opt;
   sq_opt.alpha = opt.alpha;
   gptq_options g_opt;
@@ -145,7 +234,11 @@ quantized_model<F> quantize_model(model_weights& w, std::span<const token_id> ca
   g_opt.threads = static_cast<int>(threads);
 
   quantized_model<F> out;
-  RowMajorMatrixXf hidden = embed(w, calib);
+  // Plain RTN needs no calibration activations: skip the forward passes.
+  const bool calibrate = flags.gptq || flags.awq || flags.smoothquant;
+  RowMajorMatrixXf hidden = calibrate ? embed(w, calib) : RowMajorMatrixXf();
+  detail::model::workspace ws;  // reused by every layer: no page faults on fresh buffers per step
+  RowMajorMatrixXf scratch;
   const std::size_t n_layers = w.layers.size();
   auto log = [&](std::size_t layer, const std::string& what) {
     if (!opt.progress) return;
@@ -162,8 +255,8 @@ quantized_model<F> quantize_model(model_weights& w, std::span<const token_id> ca
     // 1. Scaling on the fp32 layer.
     if (flags.smoothquant || flags.awq) {
       auto scale_group = [&](linear_group g, std::vector<linear_weights*> lins, Eigen::VectorXf* norm,
-                             linear_weights* prev, std::vector<bool> clip_mask) {
-        RowMajorMatrixXf x = dp::capture(w, li, hidden, g, opt.seq, {}, threads);
+                             linear_weights* prev) {
+        RowMajorMatrixXf x = dp::capture(w, li, hidden, g, opt.seq, {}, threads, ws, scratch);
         auto views = [&] {
           std::vector<matrix_view<const float>> v;
           for (auto* l : lins) v.push_back(dp::cview(l->weight));
@@ -181,7 +274,38 @@ quantized_model<F> quantize_model(model_weights& w, std::span<const token_id> ca
         if (prev && !can_fold_linear_into_linear(dp::cview(prev->weight), dp::cview(lins[0]->weight))) return;  // GQA
         log(li, std::string("awq ") + std::string(linear_group_name(g)));
         const auto v = views();
-        awq_group_result r = awq_transform<F>(dp::cview(x), v, awq_opt, clip_mask);
+        // llm-awq's loss: q/k/v scales on the attention block's output, gate/up on the MLP's
+        // (o_proj / down_proj in full precision), o and down on their own outputs.
+        // The block loss runs on the first awq_search_windows windows (whole windows: attention is causal).
+        const std::size_t all_windows = static_cast<std::size_t>(x.rows()) / opt.seq;
+        const std::size_t nsw = opt.awq_search_windows == 0 ? all_windows : std::min(opt.awq_search_windows, all_windows);
+        const RowMajorMatrixXf xs = x.topRows(static_cast<Eigen::Index>(nsw * opt.seq));
+        auto block = [&](std::span<const matrix_view<const float>> cand, std::span<const float> s) {
+          std::vector<linear_weights> c(cand.size());
+          for (std::size_t i = 0; i < cand.size(); ++i) {
+            using strided = Eigen::Map<const RowMajorMatrixXf, 0, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>;
+            c[i].weight = strided(cand[i].data, static_cast<Eigen::Index>(cand[i].rows), static_cast<Eigen::Index>(cand[i].cols),
+                                  Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(cand[i].row_stride, cand[i].col_stride));
+            c[i].bias = lins[i]->bias;
+          }
+          const RowMajorMatrixXf* in = &xs;
+          RowMajorMatrixXf xq;
+          if (act && !s.empty()) {  // the folded model runs Qa(X / s) against W s
+            xq = xs;
+            dp::divide_cols(xq, s);
+            act(xq);
+            dp::multiply_cols(xq, s);
+            in = &xq;
+          }
+          if (g == linear_group::qkv) return attention_block_output(w.config, c[0], c[1], c[2], L.o_proj, *in, opt.seq, threads);
+          return mlp_block_output(c[0], c[1], L.down_proj, *in, threads);
+        };
+        // Scales only here: the clip search runs once every fold of the layer is done (below).
+        awq_options so = awq_opt;
+        so.clip = false;
+        awq_group_result r = opt.awq_block_loss && (g == linear_group::qkv || g == linear_group::gate_up)
+                                 ? awq_transform<F>(dp::cview(x), v, block, so)
+                                 : awq_transform<F>(dp::cview(x), v, so);
         for (std::size_t i = 0; i < lins.size(); ++i) lins[i]->weight = std::move(r.weights[i]);
         if (norm) {
           fold_into_norm(dp::span_of(*norm), {}, r.scale.scales);
@@ -191,17 +315,39 @@ quantized_model<F> quantize_model(model_weights& w, std::span<const token_id> ca
         }
       };
       // llm-awq clips every linear but q/k (their product makes clipping unsafe).
-      scale_group(linear_group::qkv, {&L.q_proj, &L.k_proj, &L.v_proj}, &L.input_layernorm, nullptr, {false, false, true});
-      scale_group(linear_group::o, {&L.o_proj}, nullptr, &L.v_proj, {true});
-      scale_group(linear_group::gate_up, {&L.gate_proj, &L.up_proj}, &L.post_attention_layernorm, nullptr, {true, true});
-      scale_group(linear_group::down, {&L.down_proj}, nullptr, &L.up_proj, {true});
+      scale_group(linear_group::qkv, {&L.q_proj, &L.k_proj, &L.v_proj}, &L.input_layernorm, nullptr);
+      scale_group(linear_group::o, {&L.o_proj}, nullptr, &L.v_proj);
+      scale_group(linear_group::gate_up, {&L.gate_proj, &L.up_proj}, &L.post_attention_layernorm, nullptr);
+      scale_group(linear_group::down, {&L.down_proj}, nullptr, &L.up_proj);
+      // Clip search (AWQ for RTN) on the final scaled weights, as llm-awq runs auto_clip_block after
+      // apply_scale: a later fold rescales earlier linears' rows (o's s into v_proj, down's into
+      // up_proj), which would move the block exponents a clip found before it was chosen for.
+      // All thresholds come from the unclipped layer's inputs, then all are applied.
+      if (flags.awq && awq_opt.clip) {
+        log(li, "awq clip");
+        scratch = hidden;
+        dp::layer_stages st(w, li, scratch, opt.seq, {}, threads, ws);
+        std::vector<std::pair<linear_weights*, awq_clip_result>> clips;
+        for (linear_group g : {linear_group::qkv, linear_group::o, linear_group::gate_up, linear_group::down}) {
+          const RowMajorMatrixXf& x = st.input(g);
+          for (std::string_view name : linear_group_members(g)) {
+            if (name == "q_proj" || name == "k_proj") continue;  // llm-awq: the QK product makes clipping unsafe
+            linear_weights& lin = L.linear(name);
+            clips.emplace_back(&lin, awq_search_clip<F>(dp::cview(lin.weight), dp::cview(x), awq_opt));
+          }
+        }
+        for (auto& [lin, c] : clips) apply_clip(dp::mview(lin->weight), c);
+      }
     }
-    // 2. True-sequential quantization.
+    // 2. True-sequential quantization; with GPTQ the layer runs group by group, each group's
+    //    input coming from the sublayers already quantized in front of it.
+    std::optional<dp::layer_stages> stages;
+    if (flags.gptq) stages.emplace(w, li, hidden, opt.seq, act, threads, ws);
     for (linear_group g : {linear_group::qkv, linear_group::o, linear_group::gate_up, linear_group::down}) {
       log(li, std::string(flags.gptq ? "gptq " : "rtn ") + std::string(linear_group_name(g)));
       std::optional<hessian_accumulator> H;
       if (flags.gptq) {
-        const RowMajorMatrixXf x = dp::capture(w, li, hidden, g, opt.seq, act, threads);
+        const RowMajorMatrixXf& x = stages->input(g);
         hessian_options ho;
         ho.threads = static_cast<int>(threads);
         ho.name = "layer " + std::to_string(li) + " " + std::string(linear_group_name(g));
@@ -223,10 +369,15 @@ quantized_model<F> quantize_model(model_weights& w, std::span<const token_id> ca
       }
     }
     // 3. The next layer's inputs come from the quantized layer.
+    if (!calibrate) continue;
     log(li, "forward");
-    forward_hooks h;
-    h.act_quant = act;
-    layer_forward(w, li, hidden, opt.seq, h, threads);
+    if (flags.gptq) {
+      stages->finish();
+    } else {
+      forward_hooks h;
+      h.act_quant = act;
+      detail::model::layer_forward_impl(w, li, hidden, opt.seq, h, threads, ws);
+    }
   }
   out.seconds = std::chrono::duration<double>(clock::now() - t0).count();
   return out;

@@ -41,6 +41,7 @@
 #include "../quant/options.hpp"
 #include "pack.hpp"
 #include "simd.hpp"
+#include "thread.hpp"
 #include "traits.hpp"
 
 namespace mxq::kernel {
@@ -473,18 +474,23 @@ void ue4m3_row(const T* x, std::size_t cols, const quant_options& opt, const ten
 
 #endif  // MXQ_KERNEL_AVX2
 
-// Calls fn(const T* row, r) for every row, gathering strided rows into a buffer.
+// Calls fn(const T* row, r) for every row, rows split over `threads` (each row's work is
+// independent, so the output does not depend on the split); strided rows are gathered into a
+// per-range buffer. Ranges hold at least ~16K elements so small matrices stay on one thread.
 template <class T, class Fn>
-void for_each_row(matrix_view<const T> x, Fn&& fn) {
-  std::vector<T> buf(x.row_contiguous() ? 0 : x.cols);
-  for (std::size_t r = 0; r < x.rows; ++r) {
-    if (x.row_contiguous()) {
-      fn(static_cast<const T*>(x.row(r)), r);
-    } else {
-      for (std::size_t c = 0; c < x.cols; ++c) buf[c] = x(r, c);
-      fn(static_cast<const T*>(buf.data()), r);
+void for_each_row(matrix_view<const T> x, int threads, Fn&& fn) {
+  const std::size_t grain = std::max<std::size_t>(1, (std::size_t{1} << 14) / std::max<std::size_t>(x.cols, 1));
+  parallel_ranges(x.rows, threads, grain, [&](std::size_t r0, std::size_t r1) {
+    std::vector<T> buf(x.row_contiguous() ? 0 : x.cols);
+    for (std::size_t r = r0; r < r1; ++r) {
+      if (x.row_contiguous()) {
+        fn(static_cast<const T*>(x.row(r)), r);
+      } else {
+        for (std::size_t c = 0; c < x.cols; ++c) buf[c] = x(r, c);
+        fn(static_cast<const T*>(buf.data()), r);
+      }
     }
-  }
+  });
 }
 
 template <class Fn>
@@ -534,7 +540,7 @@ void quantize_into(matrix_view<const T> x, packed_matrix<F, Layout>& q, const qu
     std::uint8_t* scales = q.scale_data().data();
     if constexpr (is_e8m0_fast<F, Layout>) {
       detail::with_rounding(opt.rounding, [&](auto rc) {
-        detail::for_each_row(x, [&](const T* row, std::size_t r) {
+        detail::for_each_row(x, opt.threads, [&](const T* row, std::size_t r) {
           detail::e8m0_row<F, decltype(rc)::value, detail::block_out::codes, Layout>(
               row, x.cols, opt, codes + r * q.row_bytes(), scales + r * bpr, nullptr);
         });
@@ -542,7 +548,7 @@ void quantize_into(matrix_view<const T> x, packed_matrix<F, Layout>& q, const qu
     } else {
       auto tb = std::make_unique<detail::ue4m3_tables>();
       detail::build_ue4m3_tables<typename F::scale>(*tb, q.tensor(), opt.rounding);
-      detail::for_each_row(x, [&](const T* row, std::size_t r) {
+      detail::for_each_row(x, opt.threads, [&](const T* row, std::size_t r) {
         detail::ue4m3_row<F, detail::block_out::codes, Layout>(row, x.cols, opt, q.tensor(), *tb,
                                                                 codes + r * q.row_bytes(), scales + r * bpr, nullptr);
       });
@@ -559,14 +565,15 @@ template <class F, class T>
 void fake_quant_into(matrix_view<const T> x, matrix_view<float> out, const quant_options& opt, const tensor_params& t) {
 #if MXQ_KERNEL_AVX2
   if constexpr (has_fast_quant<F, lsb_first_layout>) {
-    std::vector<float> obuf(out.row_contiguous() ? 0 : out.cols);
     std::unique_ptr<detail::ue4m3_tables> tb;
     if constexpr (is_ue4m3_fast<F, lsb_first_layout>) {
       tb = std::make_unique<detail::ue4m3_tables>();
       detail::build_ue4m3_tables<typename F::scale>(*tb, t, opt.rounding);
     }
     detail::with_rounding(opt.rounding, [&](auto rc) {
-      detail::for_each_row(x, [&](const T* row, std::size_t r) {
+      detail::for_each_row(x, opt.threads, [&](const T* row, std::size_t r) {
+        thread_local std::vector<float> obuf;  // strided output: one row buffer per thread
+        if (!out.row_contiguous()) obuf.resize(out.cols);
         float* o = out.row_contiguous() ? out.row(r) : obuf.data();
         if constexpr (is_e8m0_fast<F, lsb_first_layout>)
           detail::e8m0_row<F, decltype(rc)::value, detail::block_out::values, lsb_first_layout>(row, x.cols, opt, nullptr,

@@ -182,38 +182,23 @@ inline void attention_windows(const workspace& ws, RowMajorMatrixXf& out, const 
   }
 }
 
-inline void layer_forward_impl(const model_weights& w, std::size_t layer, RowMajorMatrixXf& hidden, std::size_t seq,
-                               const forward_hooks& hooks, unsigned threads, workspace& ws) {
-  check_batch(w, layer, hidden, seq);
-  const model_config& c = w.config;
-  const decoder_layer_weights& L = w.layers[layer];
-  const std::size_t T = static_cast<std::size_t>(hidden.rows());
-  const Eigen::Index Ti = hidden.rows();
-  const float eps = static_cast<float>(c.rms_norm_eps);
+// ws.attn = causal multi-head attention over windows of `seq` of the q/k/v projections of x
+// (RoPE applied, q pre-scaled); the o_proj input. x is not modified.
+inline void attention_heads(const model_config& c, const linear_weights& qp, const linear_weights& kp,
+                            const linear_weights& vp, const RowMajorMatrixXf& x, std::size_t seq, unsigned threads,
+                            workspace& ws) {
+  const std::size_t T = static_cast<std::size_t>(x.rows());
+  const Eigen::Index Ti = x.rows();
   const float q_scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-  auto observe = [&](linear_group g, RowMajorMatrixXf& x) {
-    if (hooks.act_quant) hooks.act_quant(x);
-    if (hooks.on_linear_input) hooks.on_linear_input(layer, g, x);
-  };
-
-  ws.normed.resize(Ti, hidden.cols());
   ws.q.resize(Ti, static_cast<Eigen::Index>(c.q_dim()));
   ws.k.resize(Ti, static_cast<Eigen::Index>(c.kv_dim()));
   ws.v.resize(Ti, static_cast<Eigen::Index>(c.kv_dim()));
   ws.attn.resize(Ti, static_cast<Eigen::Index>(c.q_dim()));
-  ws.gate.resize(Ti, static_cast<Eigen::Index>(c.intermediate_size));
-  ws.up.resize(Ti, static_cast<Eigen::Index>(c.intermediate_size));
   prepare_rope(ws, seq, c.head_dim, c.rope_theta, c.rope_inv_freq_bf16);
-
-  // Attention block.
   parallel_slices(T, threads, [&](std::size_t b, std::size_t e, std::size_t) {
-    rms_norm_rows(hidden, L.input_layernorm, eps, ws.normed, b, e);
-  });
-  observe(linear_group::qkv, ws.normed);
-  parallel_slices(T, threads, [&](std::size_t b, std::size_t e, std::size_t) {
-    linear_rows(ws.normed, L.q_proj, ws.q, b, e, false);
-    linear_rows(ws.normed, L.k_proj, ws.k, b, e, false);
-    linear_rows(ws.normed, L.v_proj, ws.v, b, e, false);
+    linear_rows(x, qp, ws.q, b, e, false);
+    linear_rows(x, kp, ws.k, b, e, false);
+    linear_rows(x, vp, ws.v, b, e, false);
     apply_rope(ws.q, c.num_attention_heads, c.head_dim, seq, b, e, ws);
     apply_rope(ws.k, c.num_key_value_heads, c.head_dim, seq, b, e, ws);
     ws.q.middleRows(static_cast<Eigen::Index>(b), static_cast<Eigen::Index>(e - b)) *= q_scale;
@@ -221,6 +206,41 @@ inline void layer_forward_impl(const model_weights& w, std::size_t layer, RowMaj
   parallel_slices(T / seq, threads, [&](std::size_t b, std::size_t e, std::size_t) {
     attention_windows(ws, ws.attn, c, seq, b, e);
   });
+}
+
+// ws.gate = silu(x gate^T) * (x up^T): the down_proj input. x is not modified.
+inline void mlp_hidden(const linear_weights& gp, const linear_weights& up, const RowMajorMatrixXf& x, unsigned threads,
+                       workspace& ws) {
+  const std::size_t T = static_cast<std::size_t>(x.rows());
+  ws.gate.resize(x.rows(), gp.weight.rows());
+  ws.up.resize(x.rows(), up.weight.rows());
+  parallel_slices(T, threads, [&](std::size_t b, std::size_t e, std::size_t) {
+    linear_rows(x, gp, ws.gate, b, e, false);
+    linear_rows(x, up, ws.up, b, e, false);
+    auto g = ws.gate.middleRows(static_cast<Eigen::Index>(b), static_cast<Eigen::Index>(e - b)).array();
+    g = g / (1.0f + (-g).exp()) * ws.up.middleRows(static_cast<Eigen::Index>(b), static_cast<Eigen::Index>(e - b)).array();
+  });
+}
+
+inline void layer_forward_impl(const model_weights& w, std::size_t layer, RowMajorMatrixXf& hidden, std::size_t seq,
+                               const forward_hooks& hooks, unsigned threads, workspace& ws) {
+  check_batch(w, layer, hidden, seq);
+  const model_config& c = w.config;
+  const decoder_layer_weights& L = w.layers[layer];
+  const std::size_t T = static_cast<std::size_t>(hidden.rows());
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  auto observe = [&](linear_group g, RowMajorMatrixXf& x) {
+    if (hooks.act_quant) hooks.act_quant(x);
+    if (hooks.on_linear_input) hooks.on_linear_input(layer, g, x);
+  };
+  ws.normed.resize(hidden.rows(), hidden.cols());
+
+  // Attention block.
+  parallel_slices(T, threads, [&](std::size_t b, std::size_t e, std::size_t) {
+    rms_norm_rows(hidden, L.input_layernorm, eps, ws.normed, b, e);
+  });
+  observe(linear_group::qkv, ws.normed);
+  attention_heads(c, L.q_proj, L.k_proj, L.v_proj, ws.normed, seq, threads, ws);
   observe(linear_group::o, ws.attn);
   parallel_slices(T, threads, [&](std::size_t b, std::size_t e, std::size_t) {
     linear_rows(ws.attn, L.o_proj, hidden, b, e, true);  // residual
@@ -229,12 +249,7 @@ inline void layer_forward_impl(const model_weights& w, std::size_t layer, RowMaj
 
   // MLP block: down(silu(gate(x)) * up(x)).
   observe(linear_group::gate_up, ws.normed);
-  parallel_slices(T, threads, [&](std::size_t b, std::size_t e, std::size_t) {
-    linear_rows(ws.normed, L.gate_proj, ws.gate, b, e, false);
-    linear_rows(ws.normed, L.up_proj, ws.up, b, e, false);
-    auto g = ws.gate.middleRows(static_cast<Eigen::Index>(b), static_cast<Eigen::Index>(e - b)).array();
-    g = g / (1.0f + (-g).exp()) * ws.up.middleRows(static_cast<Eigen::Index>(b), static_cast<Eigen::Index>(e - b)).array();
-  });
+  mlp_hidden(L.gate_proj, L.up_proj, ws.normed, threads, ws);
   observe(linear_group::down, ws.gate);
   parallel_slices(T, threads, [&](std::size_t b, std::size_t e, std::size_t) {
     linear_rows(ws.gate, L.down_proj, hidden, b, e, true);  // residual
@@ -261,6 +276,45 @@ inline void layer_forward(const model_weights& w, std::size_t layer, RowMajorMat
                           const forward_hooks& hooks = {}, unsigned threads = 1) {
   detail::model::workspace ws;
   detail::model::layer_forward_impl(w, layer, hidden, seq_len, hooks, resolve_threads(threads), ws);
+}
+
+// The attention block's output o_proj(attention(q, k, v of x)) for x = the layer's normed input
+// (tokens = whole windows of seq_len), without the residual: what AWQ's qkv scale search compares
+// (llm-awq inspects self_attn). The linears are the caller's, so candidates can be tried.
+inline RowMajorMatrixXf attention_block_output(const model_config& c, const linear_weights& q, const linear_weights& k,
+                                               const linear_weights& v, const linear_weights& o,
+                                               const RowMajorMatrixXf& x, std::size_t seq_len, unsigned threads = 1) {
+  if (seq_len == 0 || static_cast<std::size_t>(x.rows()) % seq_len != 0)
+    throw error("attention_block_output: " + std::to_string(x.rows()) + " tokens are not a whole number of windows of " +
+                std::to_string(seq_len));
+  if (static_cast<std::size_t>(x.cols()) != q.in_features() || q.out_features() != c.q_dim() ||
+      k.out_features() != c.kv_dim() || v.out_features() != c.kv_dim() || o.in_features() != c.q_dim())
+    throw error("attention_block_output: input/projection shapes do not match the model config");
+  detail::model::workspace ws;
+  const unsigned t = resolve_threads(threads);
+  detail::model::attention_heads(c, q, k, v, x, seq_len, t, ws);
+  RowMajorMatrixXf out(x.rows(), o.weight.rows());
+  detail::model::parallel_slices(static_cast<std::size_t>(x.rows()), t, [&](std::size_t b, std::size_t e, std::size_t) {
+    detail::model::linear_rows(ws.attn, o, out, b, e, false);
+  });
+  return out;
+}
+
+// The MLP block's output down(silu(gate x) * up x), without the residual (llm-awq inspects mlp for
+// the gate/up scale search).
+inline RowMajorMatrixXf mlp_block_output(const linear_weights& gate, const linear_weights& up, const linear_weights& down,
+                                         const RowMajorMatrixXf& x, unsigned threads = 1) {
+  if (static_cast<std::size_t>(x.cols()) != gate.in_features() || up.in_features() != gate.in_features() ||
+      up.out_features() != gate.out_features() || down.in_features() != gate.out_features())
+    throw error("mlp_block_output: input/projection shapes do not match");
+  detail::model::workspace ws;
+  const unsigned t = resolve_threads(threads);
+  detail::model::mlp_hidden(gate, up, x, t, ws);
+  RowMajorMatrixXf out(x.rows(), down.weight.rows());
+  detail::model::parallel_slices(static_cast<std::size_t>(x.rows()), t, [&](std::size_t b, std::size_t e, std::size_t) {
+    detail::model::linear_rows(ws.gate, down, out, b, e, false);
+  });
+  return out;
 }
 
 // Final RMSNorm, in place.

@@ -33,6 +33,9 @@ struct quant_options {
   // Optional per-column importance for scale_rule::mse (e.g. diag(H) or E[x^2]); one weight per
   // column of the matrix being quantized, empty for unweighted.
   std::span<const float> column_weights = {};
+  // Threads the SIMD kernels split rows over (quantize / fake_quant; <= 0: every core). Results do
+  // not depend on it. The scalar oracle and stochastic rounding (one caller RNG) stay on one thread.
+  int threads = 1;
 };
 
 inline rounding parse_rounding(std::string_view s) {
