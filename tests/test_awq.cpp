@@ -9,6 +9,8 @@
 #include <mxq/awq.hpp>
 #include <mxq/format.hpp>
 
+#include "support.hpp"
+
 using mxq::matrix_view;
 using mxq::row_matrix_f;
 using Catch::Matchers::Contains;
@@ -16,11 +18,7 @@ using Catch::Matchers::Contains;
 namespace {
 
 row_matrix_f randn(Eigen::Index r, Eigen::Index c, unsigned seed, float sd = 1.0f) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(0.0f, sd);
-  row_matrix_f m(r, c);
-  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = d(g);
-  return m;
+  return mxq::test::randn<row_matrix_f>(r, c, seed, sd);
 }
 
 // Calibration inputs with a few salient channels (what AWQ protects).

@@ -10,29 +10,17 @@
 #include <string>
 
 #include "mxq/io/npy.hpp"
+#include "support.hpp"
 
 #ifdef MXQ_CLI_PATH
 namespace fs = std::filesystem;
 
 namespace {
 
-struct run_result {
-  int status;
-  std::string out, err;
-};
+using mxq::test::run_result;
+using mxq::test::slurp;
 
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
-
-run_result run_cli(const std::string& args) {
-  const fs::path dir = fs::temp_directory_path() / ("mxq-cli-" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  const std::string cmd = std::string(MXQ_CLI_PATH) + " " + args + " >" + (dir / "out").string() + " 2>" + (dir / "err").string();
-  const int rc = std::system(cmd.c_str());
-  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, slurp(dir / "out"), slurp(dir / "err")};
-}
+run_result run_cli(const std::string& args) { return mxq::test::run_program(MXQ_CLI_PATH, args); }
 
 fs::path tmp(const std::string& name) {
   const fs::path dir = fs::temp_directory_path() / ("mxq-cli-" + std::to_string(::getpid()));

@@ -6,36 +6,24 @@
 #include <regex>
 #include <string>
 
+#include "support.hpp"
+
 #ifdef MXQ_CLI_PATH
 namespace fs = std::filesystem;
 
 namespace {
 
-struct run_result {
-  int status;
-  std::string out, err;
-};
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
+using mxq::test::last_line;
+using mxq::test::run_result;
+using mxq::test::slurp;
+
 fs::path scratch() {
   const fs::path d = fs::temp_directory_path() / ("mxq-cli-model-" + std::to_string(::getpid()));
   fs::create_directories(d);
   return d;
 }
-run_result run_cli(const std::string& args) {
-  const std::string cmd = "cd " + std::string(MXQ_REPO_DIR) + " && " + MXQ_CLI_PATH + " " + args + " >" +
-                          (scratch() / "out").string() + " 2>" + (scratch() / "err").string();
-  const int rc = std::system(cmd.c_str());
-  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, slurp(scratch() / "out"), slurp(scratch() / "err")};
-}
-std::string last_line(const std::string& s) {
-  std::string t = s;
-  while (!t.empty() && t.back() == '\n') t.pop_back();
-  const auto p = t.rfind('\n');
-  return p == std::string::npos ? t : t.substr(p + 1);
-}
+run_result run_cli(const std::string& args) { return mxq::test::run_program(MXQ_CLI_PATH, args, MXQ_REPO_DIR); }
+
 const std::string model = "--model examples/models/code-llama";
 const std::string test_tokens = "--tokens examples/data/code/code-test.u16";
 const std::string calib = "--calib examples/data/code/code-calib-128x256.u16";

@@ -23,6 +23,8 @@
 #include <mxq/model/perplexity.hpp>
 #include <mxq/model/weights.hpp>
 
+#include "support.hpp"
+
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
 
@@ -31,19 +33,7 @@ namespace {
 const fs::path model_dir = fs::path(MXQ_REPO_DIR) / "examples/models/code-llama";
 const fs::path test_tokens = fs::path(MXQ_REPO_DIR) / "examples/data/code/code-test.u16";
 
-struct temp_dir {
-  fs::path path;
-  explicit temp_dir(const std::string& tag) {
-    path = fs::temp_directory_path() / ("mxq-test-" + tag + "-" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  fs::path operator/(const std::string& name) const { return path / name; }
-};
+using mxq::test::temp_dir;
 
 void write_text(const fs::path& p, const std::string& s) { std::ofstream(p, std::ios::binary) << s; }
 

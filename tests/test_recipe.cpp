@@ -11,6 +11,8 @@
 #include <mxq/format.hpp>
 #include <mxq/recipe.hpp>
 
+#include "support.hpp"
+
 using mxq::matrix_view;
 using mxq::row_matrix_f;
 using Catch::Matchers::Contains;
@@ -22,11 +24,7 @@ struct my_fmt : mxq::block_format<mxq::int_element<4>, 64, mxq::e8m0_scale> {};
 namespace {
 
 row_matrix_f randn(Eigen::Index r, Eigen::Index c, unsigned seed, float sd = 1.0f) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(0.0f, sd);
-  row_matrix_f m(r, c);
-  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = d(g);
-  return m;
+  return mxq::test::randn<row_matrix_f>(r, c, seed, sd);
 }
 
 struct group_data {

@@ -13,24 +13,14 @@
 
 #include <mxq/io/safetensors.hpp>
 
+#include "support.hpp"
+
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
 
 namespace {
 
-struct temp_dir {
-  fs::path path;
-  explicit temp_dir(const std::string& tag) {
-    path = fs::temp_directory_path() / ("mxq-test-" + tag + "-" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  fs::path operator/(const std::string& name) const { return path / name; }
-};
+using mxq::test::temp_dir;
 
 std::string read_all(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
