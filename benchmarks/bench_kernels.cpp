@@ -5,6 +5,11 @@
 //   BM_gemv_eigen_fp32/<rows>x<cols>/threads:<t>           Eigen y = W x, W row-major FP32
 //   BM_gemm/<format>/<rows>x<cols>x<batch>/threads:<t>     mxq::gemm, Y[batch, rows] = X W^T
 //   BM_gemm_eigen_fp32/<rows>x<cols>x<batch>/threads:<t>   Eigen Y = X W^T
+//   BM_gemv_cold/<format>/4096x4096/threads:<t>, BM_gemv_eigen_fp32_cold/4096x4096/threads:<t>
+//                                   the same GEMVs cycling through copies of the weights that
+//                                   total >= 1 GiB, so no iteration finds its matrix in the
+//                                   last-level cache (batch-1 decoding of a model larger than
+//                                   the cache); the plain ones reuse one cache-resident matrix
 // Threads: mxq splits output rows over std::threads (gemm_options::threads). Eigen is built
 // without OpenMP here, so its multi-threaded baseline splits the output rows over the same
 // number of std::threads, each running Eigen's single-threaded kernel on its slice.
@@ -13,6 +18,7 @@
 #include <benchmark/benchmark.h>
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <random>
@@ -98,6 +104,46 @@ void bm_gemv_eigen(benchmark::State& st, shape s, int threads) {
   st.counters["weight_GB/s"] = benchmark::Counter(static_cast<double>(s.rows * s.cols * 4), benchmark::Counter::kIsIterationInvariantRate);
 }
 
+constexpr std::size_t kColdBytes = std::size_t{1} << 30;
+
+template <class F>
+void bm_gemv_cold(benchmark::State& st, shape s, int threads) {
+  const auto& w0 = packed<F>(s);
+  const std::size_t copies = std::max<std::size_t>(2, kColdBytes / w0.storage_bytes() + 1);
+  const std::vector<mxq::packed_matrix<F>> ws(copies, w0);
+  const std::vector<float> x = gaussian(s.cols, 2, 1.0f);
+  std::vector<float> y(s.rows);
+  mxq::gemm_options opt;
+  opt.threads = threads;
+  std::size_t i = 0;
+  for (auto _ : st) {
+    mxq::gemv(ws[i++ % copies], std::span<const float>(x), std::span<float>(y), opt);
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.counters["weight_GB/s"] = benchmark::Counter(static_cast<double>(w0.storage_bytes()), benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["copies"] = static_cast<double>(copies);
+}
+
+void bm_gemv_eigen_cold(benchmark::State& st, shape s, int threads) {
+  const row_matrix& w0 = dequantized(s);
+  const std::size_t copies = std::max<std::size_t>(2, kColdBytes / (s.rows * s.cols * 4) + 1);
+  const std::vector<row_matrix> ws(copies, w0);
+  const std::vector<float> xv = gaussian(s.cols, 2, 1.0f);
+  const Eigen::Map<const Eigen::VectorXf> x(xv.data(), static_cast<Eigen::Index>(s.cols));
+  Eigen::VectorXf y(static_cast<Eigen::Index>(s.rows));
+  std::size_t i = 0;
+  for (auto _ : st) {
+    const row_matrix& w = ws[i++ % copies];
+    mxq::kernel::parallel_ranges(s.rows, threads, 16, [&](std::size_t r0, std::size_t r1) {
+      const auto n = static_cast<Eigen::Index>(r1 - r0);
+      y.segment(static_cast<Eigen::Index>(r0), n).noalias() = w.middleRows(static_cast<Eigen::Index>(r0), n) * x;
+    });
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.counters["weight_GB/s"] = benchmark::Counter(static_cast<double>(s.rows * s.cols * 4), benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["copies"] = static_cast<double>(copies);
+}
+
 template <class F>
 void bm_gemm(benchmark::State& st, shape s, std::size_t batch, int threads) {
   const auto& w = packed<F>(s);
@@ -175,6 +221,18 @@ const int registered = [] {
         benchmark::RegisterBenchmark(("BM_gemm_eigen_fp32/" + s.name() + "x" + std::to_string(b) + suffix(t)).c_str(), bm_gemm_eigen, s, b, t)
             ->Unit(benchmark::kMillisecond)
             ->UseRealTime();
+  for (int t : kThreads) {
+    const shape sq{4096, 4096};
+    benchmark::RegisterBenchmark(("BM_gemv_eigen_fp32_cold/" + sq.name() + suffix(t)).c_str(), bm_gemv_eigen_cold, sq, t)
+        ->Unit(benchmark::kMicrosecond)
+        ->UseRealTime();
+    benchmark::RegisterBenchmark(("BM_gemv_cold/mxfp4/" + sq.name() + suffix(t)).c_str(), bm_gemv_cold<mxq::mxfp4>, sq, t)
+        ->Unit(benchmark::kMicrosecond)
+        ->UseRealTime();
+    benchmark::RegisterBenchmark(("BM_gemv_cold/mxint4/" + sq.name() + suffix(t)).c_str(), bm_gemv_cold<mxq::mxint4>, sq, t)
+        ->Unit(benchmark::kMicrosecond)
+        ->UseRealTime();
+  }
   register_gemm<mxq::mxfp4>({8, 64, 256});
   register_gemm<mxq::mxint4>({8, 64, 256});
   register_gemm<mxq::nvfp4>({64});

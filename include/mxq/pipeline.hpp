@@ -192,13 +192,6 @@ inline matrix_view<float> mview(RowMajorMatrixXf& m) {
   return {m.data(), static_cast<std::size_t>(m.rows()), static_cast<std::size_t>(m.cols())};
 }
 
-inline void divide_cols(RowMajorMatrixXf& m, std::span<const float> s) {
-  for (Eigen::Index c = 0; c < m.cols(); ++c) m.col(c) /= s[static_cast<std::size_t>(c)];
-}
-inline void multiply_cols(RowMajorMatrixXf& m, std::span<const float> s) {
-  for (Eigen::Index c = 0; c < m.cols(); ++c) m.col(c) *= s[static_cast<std::size_t>(c)];
-}
-
 inline std::span<float> span_of(Eigen::VectorXf& v) { return {v.data(), static_cast<std::size_t>(v.size())}; }
 
 }  // namespace detail::pipeline
@@ -277,9 +270,11 @@ quantized_model<F> quantize_model(model_weights& w, std::span<const token_id> ca
         // llm-awq's loss: q/k/v scales on the attention block's output, gate/up on the MLP's
         // (o_proj / down_proj in full precision), o and down on their own outputs.
         // The block loss runs on the first awq_search_windows windows (whole windows: attention is causal).
+        const bool use_block = opt.awq_block_loss && (g == linear_group::qkv || g == linear_group::gate_up);
         const std::size_t all_windows = static_cast<std::size_t>(x.rows()) / opt.seq;
         const std::size_t nsw = opt.awq_search_windows == 0 ? all_windows : std::min(opt.awq_search_windows, all_windows);
-        const RowMajorMatrixXf xs = x.topRows(static_cast<Eigen::Index>(nsw * opt.seq));
+        const RowMajorMatrixXf xs = use_block ? RowMajorMatrixXf(x.topRows(static_cast<Eigen::Index>(nsw * opt.seq)))
+                                              : RowMajorMatrixXf();
         auto block = [&](std::span<const matrix_view<const float>> cand, std::span<const float> s) {
           std::vector<linear_weights> c(cand.size());
           for (std::size_t i = 0; i < cand.size(); ++i) {
@@ -292,9 +287,9 @@ quantized_model<F> quantize_model(model_weights& w, std::span<const token_id> ca
           RowMajorMatrixXf xq;
           if (act && !s.empty()) {  // the folded model runs Qa(X / s) against W s
             xq = xs;
-            dp::divide_cols(xq, s);
+            divide_columns(dp::mview(xq), s);
             act(xq);
-            dp::multiply_cols(xq, s);
+            scale_columns(dp::mview(xq), s);
             in = &xq;
           }
           if (g == linear_group::qkv) return attention_block_output(w.config, c[0], c[1], c[2], L.o_proj, *in, opt.seq, threads);
@@ -303,9 +298,7 @@ quantized_model<F> quantize_model(model_weights& w, std::span<const token_id> ca
         // Scales only here: the clip search runs once every fold of the layer is done (below).
         awq_options so = awq_opt;
         so.clip = false;
-        awq_group_result r = opt.awq_block_loss && (g == linear_group::qkv || g == linear_group::gate_up)
-                                 ? awq_transform<F>(dp::cview(x), v, block, so)
-                                 : awq_transform<F>(dp::cview(x), v, so);
+        awq_group_result r = use_block ? awq_transform<F>(dp::cview(x), v, block, so) : awq_transform<F>(dp::cview(x), v, so);
         for (std::size_t i = 0; i < lins.size(); ++i) lins[i]->weight = std::move(r.weights[i]);
         if (norm) {
           fold_into_norm(dp::span_of(*norm), {}, r.scale.scales);
