@@ -1,6 +1,7 @@
 // mxq eval-ppl / quantize-model / table as scripts use them (last stdout lines, errors).
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -50,6 +51,23 @@ TEST_CASE("mxq quantize-model writes a checkpoint that eval-ppl reloads exactly"
   INFO(e.err);
   REQUIRE(e.status == 0);
   CHECK(last_line(e.out) == "ppl: " + m[1].str());
+  // The same checkpoint through the packed MX GEMM kernels: FP32 activations differ from the
+  // dense path only by summation order; int8 activations approximate it.
+  for (const char* mode : {"f32", "int8"}) {
+    INFO(mode);
+    const auto k = run_cli("eval-ppl --model " + out.string() + " " + test_tokens + " --windows 4 --packed " + mode);
+    INFO(k.err);
+    REQUIRE(k.status == 0);
+    CHECK(k.err.find("42 linears through the packed GEMM") != std::string::npos);
+    std::smatch pm;
+    const std::string kl = last_line(k.out);
+    REQUIRE(std::regex_match(kl, pm, std::regex("ppl: ([0-9.]+)")));
+    const double dense = std::stod(m[1].str()), packed = std::stod(pm[1].str());
+    CHECK(std::abs(packed / dense - 1.0) < (std::string(mode) == "f32" ? 2e-4 : 1e-2));
+  }
+  const auto bad = run_cli("eval-ppl " + model + " " + test_tokens + " --windows 2 --packed f32");
+  CHECK(bad.status != 0);
+  CHECK(bad.err.find("no packed linear weights") != std::string::npos);
 }
 
 TEST_CASE("mxq table runs a cell and prints a Markdown table", "[cli][model]") {
@@ -70,6 +88,7 @@ TEST_CASE("model commands: bad input gives one line and a non-zero exit", "[cli]
       {"eval-ppl " + model + " " + test_tokens + " --windows 2000", "1880"},
       {"eval-ppl " + model + " --tokens examples/models/code-llama/config.json", "odd byte count"},
       {"eval-ppl " + model + " " + test_tokens + " --act-format mxfp5", "unknown activation format"},
+      {"eval-ppl " + model + " " + test_tokens + " --packed f16", "--packed must be f32 or int8"},
       {"quantize-model " + model + " --format mxfp5 --out /tmp/x", "unknown format"},
       {"quantize-model " + model + " --format mxfp4 --method gptq+awq --out /tmp/x", "unknown method"},
       {"quantize-model " + model + " --format mxfp4 --act-format int9 --out /tmp/x " + calib, "unknown activation format"},

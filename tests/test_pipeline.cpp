@@ -2,9 +2,11 @@
 // checkpoints reload bit-exactly, and bad requests are named errors.
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <filesystem>
 
 #include "mxq/io/quantized_checkpoint.hpp"
+#include "mxq/model/packed_forward.hpp"
 #include "mxq/model/perplexity.hpp"
 #include "mxq/model/weights.hpp"
 #include "mxq/pipeline.hpp"
@@ -154,4 +156,43 @@ TEST_CASE("pipeline: AWQ (scale + clip) beats RTN on MXINT4, block and linear lo
   INFO("rtn " << rtn << " awq block " << awq_block << " awq linear " << awq_linear);
   CHECK(awq_block < rtn);
   CHECK(awq_linear < rtn);
+}
+
+TEST_CASE("pipeline: a quantized checkpoint runs through the packed GEMM kernels", "[pipeline][packed]") {
+  // Every decoder linear through mxq::gemm on the stored codes: with FP32 activations the
+  // perplexity equals the dense dequantized model's up to FP32 summation order. MXFP4 and NVFP4
+  // take the SIMD kernels, INT4-g128 the scalar fallback.
+  const auto calib = first_windows("code-calib-128x256.u16", 2);
+  auto check = [&](auto tag, const char* name) {
+    using F = typename decltype(tag)::type;
+    INFO(name);
+    model_weights w = original();
+    model_quant_options o;
+    const auto q = quantize_model<F>(w, calib, o);
+    const fs::path out = fs::temp_directory_path() / ("mxq-packed-" + std::to_string(::getpid())) / name;
+    write_quantized_checkpoint(out, model_dir, w, q, {{"mxq.method", "rtn"}});
+    const model_weights back = load_model(out);
+    const packed_linears pl = load_packed_linears(out, back.config);
+    CHECK(pl.size() == 6 * 7);
+    CHECK(pl.contains(5, "down_proj"));
+    std::atomic<std::size_t> calls{0};
+    const linear_fn inner = pl.hook();
+    const auto test = first_windows("code-test.u16", 4);
+    perplexity_options po;
+    po.windows = 4;
+    po.linear = [&](std::size_t l, std::string_view n, matrix_view<const float> x, matrix_view<float> y) {
+      ++calls;
+      return inner(l, n, x, y);
+    };
+    const double packed = perplexity(back, test, po).ppl;
+    po.linear = {};
+    const double dense = perplexity(back, test, po).ppl;
+    CHECK(calls.load() >= 6 * 7);  // every linear, at least once per batch
+    CHECK(packed == Approx(dense).epsilon(1e-4));
+    fs::remove_all(out);
+  };
+  check(format_tag<mxfp4>{}, "mxfp4");
+  check(format_tag<nvfp4>{}, "nvfp4");
+  check(format_tag<int4_g128>{}, "int4_g128");
+  CHECK_THROWS_WITH(load_packed_linears(model_dir, original().config), Catch::Contains("no packed linear weights"));
 }

@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <string>
 
+#include <mxq/model/packed_forward.hpp>
 #include <mxq/model/perplexity.hpp>
 #include <mxq/model/weights.hpp>
 #include <mxq/pipeline.hpp>
@@ -23,6 +24,7 @@ struct eval_args {
   std::size_t batch = 4;
   std::string act_format;  // "" = the checkpoint's recorded mxq.act_format, if any
   bool act_format_given = false;
+  std::string packed;  // "" = dense dequantized weights; f32 / int8 = packed GEMM with those activations
 };
 
 std::size_t count(const mxq::cli::parsed_args& p, const std::string& k, std::size_t def, bool allow_zero = false) {
@@ -34,7 +36,7 @@ std::size_t count(const mxq::cli::parsed_args& p, const std::string& k, std::siz
 
 // Flags with a value; a new option is one name here and one line below.
 eval_args parse_eval_args(const mxq::cli::args_t& args) {
-  const auto p = mxq::cli::parse(args, {"model", "tokens", "windows", "seq", "threads", "batch", "act-format"});
+  const auto p = mxq::cli::parse(args, {"model", "tokens", "windows", "seq", "threads", "batch", "act-format", "packed"});
   if (!p.positional.empty()) throw mxq::error("unexpected argument '" + p.positional.front() + "'");
   eval_args a;
   a.model = p.require("model");
@@ -45,6 +47,9 @@ eval_args parse_eval_args(const mxq::cli::args_t& args) {
   a.batch = count(p, "batch", a.batch);
   a.act_format_given = p.has("act-format");
   a.act_format = p.get("act-format", "");
+  a.packed = p.get("packed", "");
+  if (!a.packed.empty() && a.packed != "f32" && a.packed != "int8")
+    throw mxq::error("--packed must be f32 or int8, not '" + a.packed + "'");
   if (a.seq < 2) throw mxq::error("--seq must be at least 2");
   return a;
 }
@@ -82,6 +87,14 @@ int run_eval_ppl(const mxq::cli::args_t& args) {
   opt.windows_per_batch = a.batch;
   const std::string act_format = resolve_act_format(a);
   opt.act_quant = mxq::make_act_quant_fn(act_format);
+  std::size_t packed = 0;
+  if (!a.packed.empty()) {  // decoder linears through the packed MX GEMM kernels
+    mxq::gemm_options g = mxq::packed_linears::default_options();
+    g.activations = a.packed == "int8" ? mxq::activation_precision::automatic : mxq::activation_precision::f32;
+    const mxq::packed_linears pl = mxq::load_packed_linears(a.model, w.config, g);
+    packed = pl.size();
+    opt.linear = pl.hook();
+  }
   // A live counter on a terminal; about ten lines otherwise (logs, ctest).
   const bool tty = ::isatty(2) != 0;
   opt.progress = [tty, next = std::size_t{0}](std::size_t done, std::size_t total) mutable {
@@ -95,6 +108,7 @@ int run_eval_ppl(const mxq::cli::args_t& args) {
   std::fprintf(stderr, "eval-ppl: %s (%s, %zu layers), %zu windows x %zu tokens of %s, %u threads, activations %s\n",
                a.model.c_str(), w.config.model_type.c_str(), w.layers.size(), opt.windows, a.seq,
                a.tokens.c_str(), opt.threads, act_format.empty() ? "fp32" : act_format.c_str());
+  if (packed) std::fprintf(stderr, "eval-ppl: %zu linears through the packed GEMM (%s activations)\n", packed, a.packed.c_str());
   const auto t1 = clock::now();
   const mxq::perplexity_result r = mxq::perplexity(w, tokens, opt);
   const auto t2 = clock::now();
@@ -107,7 +121,7 @@ int run_eval_ppl(const mxq::cli::args_t& args) {
 
 const mxq::cli::registrar reg_eval_ppl(
     "eval-ppl",
-    "perplexity of a model: --model DIR --tokens FILE.u16 [--windows N (256)] [--seq 256] [--threads T] [--batch 4] [--act-format NAME|none]",
+    "perplexity of a model: --model DIR --tokens FILE.u16 [--windows N (256)] [--seq 256] [--threads T] [--batch 4] [--act-format NAME|none] [--packed f32|int8]",
     run_eval_ppl);
 
 }  // namespace

@@ -21,6 +21,7 @@
 
 #include "../config.hpp"
 #include "../io/float_bits.hpp"
+#include "../matrix_view.hpp"
 #include "parallel.hpp"
 #include "weights.hpp"
 
@@ -65,9 +66,17 @@ using act_quant_fn = std::function<void(Eigen::Ref<RowMajorMatrixXf>)>;
 // Sees the input of a linear group exactly as the linears get it (after act_quant, if any).
 using linear_input_fn = std::function<void(std::size_t layer, linear_group group, const RowMajorMatrixXf& input)>;
 
+// Computes y = x W^T (x: [tokens, in] rows of one slice, y: [tokens, out]; no bias, the forward
+// pass adds it) for linear `name` ("q_proj", ...) of `layer` in place of the dense weights, e.g.
+// with the packed MX GEMM; returns false to use the dense weights. Called concurrently for
+// different token slices and batches, so it must be thread-safe.
+using linear_fn =
+    std::function<bool(std::size_t layer, std::string_view name, matrix_view<const float> x, matrix_view<float> y)>;
+
 struct forward_hooks {
   linear_input_fn on_linear_input;  // optional observer
   act_quant_fn act_quant;           // optional; applied to every decoder linear input (not embeddings / lm_head)
+  linear_fn linear;                 // optional; decoder linears only (not lm_head)
 };
 
 namespace detail::model {
@@ -159,6 +168,22 @@ inline void linear_rows(const RowMajorMatrixXf& x, const linear_weights& L, RowM
   if (L.has_bias()) yb.rowwise() += L.bias.transpose();
 }
 
+// linear_rows through hooks->linear when it takes the linear (the bias is added here either way).
+inline void linear_rows_hooked(const forward_hooks* hooks, std::size_t layer, std::string_view name,
+                               const RowMajorMatrixXf& x, const linear_weights& L, RowMajorMatrixXf& y, std::size_t b,
+                               std::size_t e, bool accumulate) {
+  if (!hooks || !hooks->linear) return linear_rows(x, L, y, b, e, accumulate);
+  const Eigen::Index rb = static_cast<Eigen::Index>(b), n = static_cast<Eigen::Index>(e - b);
+  const std::size_t in = static_cast<std::size_t>(x.cols()), out = static_cast<std::size_t>(y.cols());
+  const matrix_view<const float> xv(x.data() + b * in, e - b, in);
+  RowMajorMatrixXf t;
+  if (accumulate) t.resize(n, y.cols());
+  const matrix_view<float> yv(accumulate ? t.data() : y.data() + b * out, e - b, out);
+  if (!hooks->linear(layer, name, xv, yv)) return linear_rows(x, L, y, b, e, accumulate);
+  if (accumulate) y.middleRows(rb, n) += t;
+  if (L.has_bias()) y.middleRows(rb, n).rowwise() += L.bias.transpose();
+}
+
 // Causal softmax attention of windows [wb, we) with GQA; q is already scaled by 1/sqrt(head_dim).
 inline void attention_windows(const workspace& ws, RowMajorMatrixXf& out, const model_config& c, std::size_t seq,
                               std::size_t wb, std::size_t we) {
@@ -186,7 +211,7 @@ inline void attention_windows(const workspace& ws, RowMajorMatrixXf& out, const 
 // (RoPE applied, q pre-scaled); the o_proj input. x is not modified.
 inline void attention_heads(const model_config& c, const linear_weights& qp, const linear_weights& kp,
                             const linear_weights& vp, const RowMajorMatrixXf& x, std::size_t seq, unsigned threads,
-                            workspace& ws) {
+                            workspace& ws, const forward_hooks* hooks = nullptr, std::size_t layer = 0) {
   const std::size_t T = static_cast<std::size_t>(x.rows());
   const Eigen::Index Ti = x.rows();
   const float q_scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
@@ -196,9 +221,9 @@ inline void attention_heads(const model_config& c, const linear_weights& qp, con
   ws.attn.resize(Ti, static_cast<Eigen::Index>(c.q_dim()));
   prepare_rope(ws, seq, c.head_dim, c.rope_theta, c.rope_inv_freq_bf16);
   parallel_slices(T, threads, [&](std::size_t b, std::size_t e, std::size_t) {
-    linear_rows(x, qp, ws.q, b, e, false);
-    linear_rows(x, kp, ws.k, b, e, false);
-    linear_rows(x, vp, ws.v, b, e, false);
+    linear_rows_hooked(hooks, layer, "q_proj", x, qp, ws.q, b, e, false);
+    linear_rows_hooked(hooks, layer, "k_proj", x, kp, ws.k, b, e, false);
+    linear_rows_hooked(hooks, layer, "v_proj", x, vp, ws.v, b, e, false);
     apply_rope(ws.q, c.num_attention_heads, c.head_dim, seq, b, e, ws);
     apply_rope(ws.k, c.num_key_value_heads, c.head_dim, seq, b, e, ws);
     ws.q.middleRows(static_cast<Eigen::Index>(b), static_cast<Eigen::Index>(e - b)) *= q_scale;
@@ -210,13 +235,13 @@ inline void attention_heads(const model_config& c, const linear_weights& qp, con
 
 // ws.gate = silu(x gate^T) * (x up^T): the down_proj input. x is not modified.
 inline void mlp_hidden(const linear_weights& gp, const linear_weights& up, const RowMajorMatrixXf& x, unsigned threads,
-                       workspace& ws) {
+                       workspace& ws, const forward_hooks* hooks = nullptr, std::size_t layer = 0) {
   const std::size_t T = static_cast<std::size_t>(x.rows());
   ws.gate.resize(x.rows(), gp.weight.rows());
   ws.up.resize(x.rows(), up.weight.rows());
   parallel_slices(T, threads, [&](std::size_t b, std::size_t e, std::size_t) {
-    linear_rows(x, gp, ws.gate, b, e, false);
-    linear_rows(x, up, ws.up, b, e, false);
+    linear_rows_hooked(hooks, layer, "gate_proj", x, gp, ws.gate, b, e, false);
+    linear_rows_hooked(hooks, layer, "up_proj", x, up, ws.up, b, e, false);
     auto g = ws.gate.middleRows(static_cast<Eigen::Index>(b), static_cast<Eigen::Index>(e - b)).array();
     g = g / (1.0f + (-g).exp()) * ws.up.middleRows(static_cast<Eigen::Index>(b), static_cast<Eigen::Index>(e - b)).array();
   });
@@ -240,19 +265,19 @@ inline void layer_forward_impl(const model_weights& w, std::size_t layer, RowMaj
     rms_norm_rows(hidden, L.input_layernorm, eps, ws.normed, b, e);
   });
   observe(linear_group::qkv, ws.normed);
-  attention_heads(c, L.q_proj, L.k_proj, L.v_proj, ws.normed, seq, threads, ws);
+  attention_heads(c, L.q_proj, L.k_proj, L.v_proj, ws.normed, seq, threads, ws, &hooks, layer);
   observe(linear_group::o, ws.attn);
   parallel_slices(T, threads, [&](std::size_t b, std::size_t e, std::size_t) {
-    linear_rows(ws.attn, L.o_proj, hidden, b, e, true);  // residual
+    linear_rows_hooked(&hooks, layer, "o_proj", ws.attn, L.o_proj, hidden, b, e, true);  // residual
     rms_norm_rows(hidden, L.post_attention_layernorm, eps, ws.normed, b, e);
   });
 
   // MLP block: down(silu(gate(x)) * up(x)).
   observe(linear_group::gate_up, ws.normed);
-  mlp_hidden(L.gate_proj, L.up_proj, ws.normed, threads, ws);
+  mlp_hidden(L.gate_proj, L.up_proj, ws.normed, threads, ws, &hooks, layer);
   observe(linear_group::down, ws.gate);
   parallel_slices(T, threads, [&](std::size_t b, std::size_t e, std::size_t) {
-    linear_rows(ws.gate, L.down_proj, hidden, b, e, true);  // residual
+    linear_rows_hooked(&hooks, layer, "down_proj", ws.gate, L.down_proj, hidden, b, e, true);  // residual
   });
 }
 

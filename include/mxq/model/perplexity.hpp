@@ -45,6 +45,7 @@ struct perplexity_options {
   unsigned threads = 0;               // 0 = std::thread::hardware_concurrency()
   std::size_t windows_per_batch = 4;  // windows per forward batch; fixed so results ignore `threads`
   act_quant_fn act_quant;             // optional activation fake-quant (thread-safe; see forward.hpp)
+  linear_fn linear;                   // optional decoder-linear override, e.g. packed_linears::hook()
   std::function<void(std::size_t done, std::size_t total)> progress;  // windows done; called under a lock
 };
 
@@ -114,6 +115,7 @@ inline perplexity_result perplexity(const model_weights& w, std::span<const toke
   std::vector<detail::model::ppl_worker> workers(std::min<std::size_t>(threads, batches));
   forward_hooks hooks;
   hooks.act_quant = opt.act_quant;
+  hooks.linear = opt.linear;
   std::mutex progress_mutex;
   std::size_t done = 0;
   detail::model::parallel_items(batches, static_cast<unsigned>(workers.size()), [&](std::size_t b, std::size_t wk) {

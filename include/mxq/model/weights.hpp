@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <Eigen/Core>
@@ -66,6 +67,17 @@ struct model_weights {
 inline std::string linear_tensor_prefix(std::size_t layer, std::string_view name) {
   const bool attn = name == "q_proj" || name == "k_proj" || name == "v_proj" || name == "o_proj";
   return "model.layers." + std::to_string(layer) + (attn ? ".self_attn." : ".mlp.") + std::string(name);
+}
+
+// [out_features, in_features] of a decoder linear ("q_proj", ...) under a config.
+inline std::pair<std::size_t, std::size_t> expected_linear_shape(const model_config& c, std::string_view name) {
+  const std::size_t H = c.hidden_size, I = c.intermediate_size;
+  if (name == "q_proj") return {c.q_dim(), H};
+  if (name == "k_proj" || name == "v_proj") return {c.kv_dim(), H};
+  if (name == "o_proj") return {H, c.q_dim()};
+  if (name == "gate_proj" || name == "up_proj") return {I, H};
+  if (name == "down_proj") return {H, I};
+  throw error("unknown decoder linear '" + std::string(name) + "'");
 }
 
 namespace detail::model {
@@ -128,7 +140,7 @@ inline model_weights load_model_weights(const checkpoint& ck, const model_config
   namespace d = detail::model;
   model_weights w;
   w.config = cfg;
-  const std::size_t H = cfg.hidden_size, I = cfg.intermediate_size, V = cfg.vocab_size;
+  const std::size_t H = cfg.hidden_size, V = cfg.vocab_size;
   w.embed_tokens = d::load_matrix(ck, "model.embed_tokens.weight", V, H);
   w.layers.resize(cfg.num_hidden_layers);
   for (std::size_t i = 0; i < cfg.num_hidden_layers; ++i) {
@@ -139,13 +151,12 @@ inline model_weights load_model_weights(const checkpoint& ck, const model_config
     // Qwen2 biases q/k/v only; Llama's attention_bias biases o_proj as well.
     const bool qkv_bias = cfg.attention_bias;
     const bool o_bias = cfg.attention_bias && cfg.model_type == "llama";
-    L.q_proj = d::load_linear(ck, p + ".self_attn.q_proj", cfg.q_dim(), H, qkv_bias);
-    L.k_proj = d::load_linear(ck, p + ".self_attn.k_proj", cfg.kv_dim(), H, qkv_bias);
-    L.v_proj = d::load_linear(ck, p + ".self_attn.v_proj", cfg.kv_dim(), H, qkv_bias);
-    L.o_proj = d::load_linear(ck, p + ".self_attn.o_proj", H, cfg.q_dim(), o_bias);
-    L.gate_proj = d::load_linear(ck, p + ".mlp.gate_proj", I, H, cfg.mlp_bias);
-    L.up_proj = d::load_linear(ck, p + ".mlp.up_proj", I, H, cfg.mlp_bias);
-    L.down_proj = d::load_linear(ck, p + ".mlp.down_proj", H, I, cfg.mlp_bias);
+    for (std::string_view name : linear_names) {
+      const bool attn = name == "q_proj" || name == "k_proj" || name == "v_proj" || name == "o_proj";
+      const bool bias = name == "o_proj" ? o_bias : attn ? qkv_bias : cfg.mlp_bias;
+      const auto [out, in] = expected_linear_shape(cfg, name);
+      L.linear(name) = d::load_linear(ck, linear_tensor_prefix(i, name), out, in, bias);
+    }
   }
   w.norm = d::load_vector(ck, "model.norm.weight", H);
   if (ck.contains("lm_head.weight"))
