@@ -23,6 +23,7 @@ namespace {
 
 using mxq::cli::layer::problem;
 using mxq::cli::layer::solution;
+using mxq::cli::layer::gptq_options_from;
 
 constexpr const char* usage =
     "usage: mxq quantize-layer --format NAME --method METHOD --weight W.npy --inputs X.npy --out Q.npy\n"
@@ -49,25 +50,6 @@ loaded load_matrix(const std::string& path, const char* what) {
   return {std::move(a.shape), std::move(a.data)};
 }
 
-// GPTQ options from the flags (the `gptq` method; reusable by composite methods).
-mxq::gptq_options gptq_options_from(const problem& p) {
-  const auto& a = *p.args;
-  mxq::gptq_options o;
-  o.quant = p.quant;
-  o.percdamp = a.number("damp", 0.01);
-  if (!(o.percdamp >= 0.0)) throw std::runtime_error("--damp must be >= 0");
-  const long block = a.integer("block", 128);
-  if (block <= 0) throw std::runtime_error("--block must be a positive number of columns");
-  o.block_size = static_cast<std::size_t>(block);
-  // --act-order = global descending-diag(H) order with static scales: on the code-llama layers it
-  // beats the block-aware (GAR) order with dynamic scales for every format (benchmarks/RESULTS.md).
-  if (a.has("act-order")) o.order = mxq::act_order::global;
-  if (a.values.count("order")) o.order = mxq::parse_act_order(a.get("order", "none"));
-  o.static_scales = a.has("static-scales");
-  o.mse_weights = mxq::parse_mse_weighting(a.get("mse-weights", "hseq"));
-  o.threads = static_cast<int>(a.integer("threads", 0));
-  return o;
-}
 
 // --act-format NAME: the inputs as the quantized model sees them (fake-quantized per token in blocks
 // along the input dimension); empty when the flag is absent.

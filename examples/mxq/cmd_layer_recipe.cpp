@@ -19,23 +19,6 @@ namespace {
 using mxq::cli::layer::problem;
 using mxq::cli::layer::solution;
 
-// The GPTQ flags of the `gptq` method, read the same way (absent flags keep the library defaults).
-mxq::gptq_options gptq_flags(const problem& p) {
-  const auto& a = *p.args;
-  mxq::gptq_options o;
-  o.quant = p.quant;
-  o.percdamp = a.number("damp", 0.01);
-  if (!(o.percdamp >= 0.0)) throw std::runtime_error("--damp must be >= 0");
-  const long block = a.integer("block", 128);
-  if (block <= 0) throw std::runtime_error("--block must be a positive number of columns");
-  o.block_size = static_cast<std::size_t>(block);
-  if (a.has("act-order")) o.order = mxq::act_order::global;
-  if (a.values.count("order")) o.order = mxq::parse_act_order(a.get("order", "none"));
-  o.static_scales = a.has("static-scales");
-  if (a.values.count("mse-weights")) o.mse_weights = mxq::parse_mse_weighting(a.get("mse-weights", ""));
-  o.threads = static_cast<int>(a.integer("threads", 0));
-  return o;
-}
 
 mxq::step::awq::gptq_mode parse_awq_gptq(const std::string& s) {
   if (s == "off") return mxq::step::awq::gptq_mode::off;
@@ -60,7 +43,7 @@ solution run_recipe(const problem& p, const std::string& method) {
   rc.weight_opt = p.quant;
   if (rc.smoothquant && a.has("alpha-grid")) rc.smoothquant->alpha_grid = mxq::default_alpha_grid();
   if (rc.awq) rc.awq->gptq_in_loop = parse_awq_gptq(a.get("awq-gptq", "verify"));
-  if (rc.gptq) rc.gptq->options = gptq_flags(p);
+  if (rc.gptq) rc.gptq->options = mxq::cli::layer::gptq_options_from(p);
   mxq::group_options go;
   go.name = "layer";
 

@@ -12,9 +12,11 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include <mxq/gptq.hpp>
 #include <mxq/hessian.hpp>
 #include <mxq/matrix_view.hpp>
 #include <mxq/quant/options.hpp>
@@ -49,6 +51,26 @@ struct problem {
  private:
   mutable std::optional<hessian_accumulator> h_;
 };
+
+// GPTQ options from the flags (the `gptq` method; reusable by composite methods).
+inline mxq::gptq_options gptq_options_from(const problem& p) {
+  const auto& a = *p.args;
+  mxq::gptq_options o;
+  o.quant = p.quant;
+  o.percdamp = a.number("damp", 0.01);
+  if (!(o.percdamp >= 0.0)) throw std::runtime_error("--damp must be >= 0");
+  const long block = a.integer("block", 128);
+  if (block <= 0) throw std::runtime_error("--block must be a positive number of columns");
+  o.block_size = static_cast<std::size_t>(block);
+  // --act-order = global descending-diag(H) order with static scales: on the code-llama layers it
+  // beats the block-aware (GAR) order with dynamic scales for every format (benchmarks/RESULTS.md).
+  if (a.has("act-order")) o.order = mxq::act_order::global;
+  if (a.values.count("order")) o.order = mxq::parse_act_order(a.get("order", "none"));
+  o.static_scales = a.has("static-scales");
+  o.mse_weights = mxq::parse_mse_weighting(a.get("mse-weights", "hseq"));
+  o.threads = static_cast<int>(a.integer("threads", 0));
+  return o;
+}
 
 struct solution {
   std::vector<float> weight;   // dequantized [out, in], original coordinates of X
