@@ -1,11 +1,12 @@
-// Helpers shared by the test programs: scratch directories, running the mxq program, random
-// Eigen matrices. Header-only, included by the tests that need them.
+// Helpers shared by the test programs: scratch directories, running the mxq program and checking
+// its one-line errors, random Eigen matrices. Included after <catch2/catch.hpp>.
 #pragma once
 #include <unistd.h>
 
 #include <sys/wait.h>
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -60,6 +61,19 @@ inline run_result run_program(const std::string& program, const std::string& arg
                           (dir / "out").string() + " 2>" + (dir / "err").string();
   const int rc = std::system(cmd.c_str());
   return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, slurp(dir / "out"), slurp(dir / "err")};
+}
+
+// Each (args, needle) case must fail: non-zero exit and exactly one stderr line containing needle.
+// Catch2 must be included before this header's users call it.
+template <class Run, class Cases>
+void expect_one_line_errors(Run&& run, const Cases& cases) {
+  for (const auto& [args, needle] : cases) {
+    const run_result r = run(args);
+    INFO(args << " -> " << r.err);
+    CHECK(r.status != 0);
+    CHECK(r.err.find(needle) != std::string::npos);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  }
 }
 
 // r x c matrix of N(0, sd^2) values from a fixed seed.

@@ -105,13 +105,7 @@ TEST_CASE("mxq fake-quant: bad input gives one line and a non-zero exit", "[cli]
       {"fake-quant --format mxfp4 " + in.string(), "usage"},
       {"no-such-command", "unknown command"},
   };
-  for (const auto& [args, needle] : cases) {
-    const auto r = run_cli(args);
-    INFO(args << " -> " << r.err);
-    CHECK(r.status != 0);
-    CHECK(r.err.find(needle) != std::string::npos);
-    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
-  }
+  mxq::test::expect_one_line_errors(run_cli, cases);
 }
 #else
 TEST_CASE("mxq CLI tests need the examples (MXQ_BUILD_EXAMPLES)", "[cli]") { SUCCEED("CLI not built"); }

@@ -95,13 +95,7 @@ TEST_CASE("model commands: bad input gives one line and a non-zero exit", "[cli]
       {"quantize-model --model /nonexistent --format mxfp4 --out /tmp/x", "/nonexistent"},
       {"table " + model + " " + test_tokens, "--calib"},
   };
-  for (const auto& [args, needle] : cases) {
-    const auto r = run_cli(args);
-    INFO(args << " -> " << r.err);
-    CHECK(r.status != 0);
-    CHECK(r.err.find(needle) != std::string::npos);
-    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
-  }
+  mxq::test::expect_one_line_errors(run_cli, cases);
 }
 #else
 TEST_CASE("model CLI tests need the examples (MXQ_BUILD_EXAMPLES)", "[cli]") { SUCCEED("CLI not built"); }
