@@ -17,6 +17,8 @@
 #include <mxq/io/npy.hpp>
 #include <mxq/recipe.hpp>
 
+#include "parse.hpp"  // the mxq tool's method grammar (tools/mxq)
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -36,7 +38,7 @@ layer load(const std::string& name) {
 double run(const layer& l, const std::string& fmt, const std::string& method) {
   return mxq::visit_format(fmt, [&](auto tag) {
     using F = typename decltype(tag)::type;
-    return mxq::quantize_linear<F>(l.wv(), l.xv(), mxq::parse_recipe(method)).output_error;
+    return mxq::quantize_linear<F>(l.wv(), l.xv(), mxq::cli::parse_method(method)).output_error;
   });
 }
 

@@ -98,5 +98,5 @@ TEST_CASE("model commands: bad input gives one line and a non-zero exit", "[cli]
   mxq::test::expect_one_line_errors(run_cli, cases);
 }
 #else
-TEST_CASE("model CLI tests need the examples (MXQ_BUILD_EXAMPLES)", "[cli]") { SUCCEED("CLI not built"); }
+TEST_CASE("model CLI tests need the tool (MXQ_BUILD_TOOLS)", "[cli]") { SUCCEED("CLI not built"); }
 #endif

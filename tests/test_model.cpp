@@ -7,6 +7,8 @@
 // tokens take about 5.4 s with 2 threads and 9.5 s with 1 (Eigen GEMMs run near the FMA peak).
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+
 #include <unistd.h>
 
 #include <cmath>
@@ -18,10 +20,10 @@
 #include <vector>
 
 #include <mxq/io/safetensors.hpp>
-#include <mxq/model/config.hpp>
-#include <mxq/model/forward.hpp>
-#include <mxq/model/perplexity.hpp>
-#include <mxq/model/weights.hpp>
+#include <mxq/llm/config.hpp>
+#include <mxq/llm/forward.hpp>
+#include <mxq/llm/perplexity.hpp>
+#include <mxq/llm/weights.hpp>
 
 #include "support.hpp"
 
@@ -49,13 +51,13 @@ void require_error(F&& f, const std::string& needle, const std::string& file_par
   }
 }
 
-const mxq::model_weights& code_llama() {
-  static const mxq::model_weights w = mxq::load_model(model_dir);
+const mxq::llm::model_weights& code_llama() {
+  static const mxq::llm::model_weights w = mxq::llm::load_model(model_dir);
   return w;
 }
 
-const std::vector<mxq::token_id>& code_tokens() {
-  static const std::vector<mxq::token_id> t = mxq::read_tokens_u16(test_tokens, 4096);
+const std::vector<mxq::llm::token_id>& code_tokens() {
+  static const std::vector<mxq::llm::token_id> t = mxq::llm::read_tokens_u16(test_tokens, 4096);
   return t;
 }
 
@@ -111,7 +113,7 @@ void write_tiny(const fs::path& dir, const std::string& skip = {}, const std::st
 }
 
 // Naive double-precision forward of one window, straight from the HF modeling code.
-std::vector<std::vector<double>> naive_logits(const mxq::model_weights& w, const std::vector<mxq::token_id>& tok) {
+std::vector<std::vector<double>> naive_logits(const mxq::llm::model_weights& w, const std::vector<mxq::llm::token_id>& tok) {
   const auto& c = w.config;
   const std::size_t S = tok.size(), H = c.hidden_size, D = c.head_dim, NH = c.num_attention_heads,
                     KV = c.num_key_value_heads;
@@ -127,7 +129,7 @@ std::vector<std::vector<double>> naive_logits(const mxq::model_weights& w, const
     for (std::size_t i = 0; i < x.size(); ++i) y[i] = x[i] * r * g[i];
     return y;
   };
-  auto lin = [&](const mxq::linear_weights& L, const vec& x) {
+  auto lin = [&](const mxq::llm::linear_weights& L, const vec& x) {
     vec y(L.out_features());
     for (std::size_t o = 0; o < y.size(); ++o) {
       double a = L.has_bias() ? L.bias[o] : 0.0;
@@ -199,7 +201,7 @@ std::vector<std::vector<double>> naive_logits(const mxq::model_weights& w, const
 }  // namespace
 
 TEST_CASE("config.json parsing", "[model][config]") {
-  const auto c = mxq::load_model_config(model_dir);
+  const auto c = mxq::llm::load_model_config(model_dir);
   CHECK(c.model_type == "llama");
   CHECK(c.hidden_size == 256);
   CHECK(c.intermediate_size == 704);
@@ -215,7 +217,7 @@ TEST_CASE("config.json parsing", "[model][config]") {
   CHECK(c.rope_inv_freq_bf16);  // "dtype": "bfloat16"
 
   const fs::path f = "cfg.json";
-  auto parse = [&](const std::string& text) { return mxq::parse_model_config(nlohmann::json::parse(text), f); };
+  auto parse = [&](const std::string& text) { return mxq::llm::parse_model_config(nlohmann::json::parse(text), f); };
   const auto d = parse(R"({"model_type":"qwen2","hidden_size":64,"intermediate_size":128,"num_hidden_layers":1,
                            "num_attention_heads":8,"vocab_size":10,"rope_theta":1e6})");
   CHECK(d.num_key_value_heads == 8);
@@ -235,19 +237,19 @@ TEST_CASE("config.json parsing", "[model][config]") {
                 "positive integer", "cfg.json");
   temp_dir tmp("cfg");
   write_text(tmp / "config.json", "{ not json");
-  require_error([&] { mxq::load_model_config(tmp.path); }, "invalid JSON", "config.json");
-  require_error([&] { mxq::load_model_config(tmp / "nope"); }, "cannot open", "nope");
+  require_error([&] { mxq::llm::load_model_config(tmp.path); }, "invalid JSON", "config.json");
+  require_error([&] { mxq::llm::load_model_config(tmp / "nope"); }, "cannot open", "nope");
 }
 
 TEST_CASE("code-llama logits match PyTorch on window 0", "[model][reference]") {
-  mxq::model_weights w = code_llama();
+  mxq::llm::model_weights w = code_llama();
   const auto& tok = code_tokens();
   std::ifstream in(model_dir / "ref-logits-test-window0-16x4096.f32", std::ios::binary);
   std::vector<float> ref(16 * 4096);
   in.read(reinterpret_cast<char*>(ref.data()), static_cast<std::streamsize>(ref.size() * 4));
   REQUIRE(in.gcount() == static_cast<std::streamsize>(ref.size() * 4));
   auto max_err = [&] {
-    const auto logits = mxq::forward_logits(w, std::span(tok).first(256), 256);
+    const auto logits = mxq::llm::forward_logits(w, std::span(tok).first(256), 256);
     REQUIRE(logits.rows() == 256);
     REQUIRE(logits.cols() == 4096);
     double e = 0;
@@ -271,10 +273,10 @@ TEST_CASE("code-llama logits match PyTorch on window 0", "[model][reference]") {
 
 TEST_CASE("code-llama perplexity of the first 16 windows", "[model][perplexity]") {
   const auto& w = code_llama();
-  mxq::perplexity_options opt;
+  mxq::llm::perplexity_options opt;
   opt.windows = 16;
   opt.threads = 2;
-  const auto r = mxq::perplexity(w, code_tokens(), opt);
+  const auto r = mxq::llm::perplexity(w, code_tokens(), opt);
   CHECK(r.windows == 16);
   CHECK(r.scored_tokens == 16 * 255);
   // Measured once with this implementation (8.873670); it gives 7.1123 on 64 windows and 5.3088 on
@@ -282,9 +284,9 @@ TEST_CASE("code-llama perplexity of the first 16 windows", "[model][perplexity]"
   CHECK(r.ppl == Approx(8.873670).epsilon(1e-4));
   // The result does not depend on the thread count; the batch size only changes rounding.
   opt.threads = 1;
-  CHECK(mxq::perplexity(w, code_tokens(), opt).ppl == r.ppl);
+  CHECK(mxq::llm::perplexity(w, code_tokens(), opt).ppl == r.ppl);
   opt.windows_per_batch = 3;
-  CHECK(mxq::perplexity(w, code_tokens(), opt).ppl == Approx(r.ppl).epsilon(1e-5));
+  CHECK(mxq::llm::perplexity(w, code_tokens(), opt).ppl == Approx(r.ppl).epsilon(1e-5));
 
   // Progress reaches the total; asking for more windows than exist is a named error.
   std::size_t last = 0;
@@ -293,35 +295,34 @@ TEST_CASE("code-llama perplexity of the first 16 windows", "[model][perplexity]"
     CHECK(total == 2);
     last = done;
   };
-  (void)mxq::perplexity(w, code_tokens(), opt);
+  (void)mxq::llm::perplexity(w, code_tokens(), opt);
   CHECK(last == 2);
   opt.windows = 1881;
-  require_error([&] { (void)mxq::perplexity(w, code_tokens(), opt); }, "only 1880 are available");
+  require_error([&] { (void)mxq::llm::perplexity(w, code_tokens(), opt); }, "only 1880 are available");
   opt.windows = 0;
   opt.seq_len = 1;
-  require_error([&] { (void)mxq::perplexity(w, code_tokens(), opt); }, "seq_len");
+  require_error([&] { (void)mxq::llm::perplexity(w, code_tokens(), opt); }, "seq_len");
 }
 
 TEST_CASE("layer-at-a-time forward with hooks, weight replacement and activation fake-quant", "[model][hooks]") {
-  mxq::model_weights w = code_llama();  // a copy: weights get replaced below
+  mxq::llm::model_weights w = code_llama();  // a copy: weights get replaced below
   const auto& tok = code_tokens();
   const std::size_t S = 32, n = 3;  // 3 windows of 32 tokens
-  const std::span<const mxq::token_id> batch = std::span(tok).first(S * n);
-  const auto full = mxq::forward_logits(w, batch, S);
+  const std::span<const mxq::llm::token_id> batch = std::span(tok).first(S * n);
+  const auto full = mxq::llm::forward_logits(w, batch, S);
 
   // Same result one layer at a time; hooks see each group's input once per layer.
   std::vector<std::string> seen;
-  mxq::forward_hooks hooks;
-  hooks.on_linear_input = [&](std::size_t layer, mxq::linear_group g, const mxq::RowMajorMatrixXf& x) {
-    seen.push_back(std::to_string(layer) + ":" + std::string(mxq::linear_group_name(g)));
+  mxq::llm::forward_hooks hooks;
+  hooks.on_linear_input = [&](std::size_t layer, mxq::llm::linear_group g, const mxq::llm::RowMajorMatrixXf& x) {
+    seen.push_back(std::to_string(layer) + ":" + std::string(mxq::llm::name(g)));
     CHECK(static_cast<std::size_t>(x.rows()) == S * n);
-    const auto members = mxq::linear_group_members(g);
-    CHECK(static_cast<std::size_t>(x.cols()) == w.layers[layer].linear(members[0]).in_features());
+    CHECK(static_cast<std::size_t>(x.cols()) == w.layers[layer][mxq::llm::members(g)[0]].in_features());
   };
-  mxq::RowMajorMatrixXf h = mxq::embed(w, batch);
-  for (std::size_t l = 0; l < w.layers.size(); ++l) mxq::layer_forward(w, l, h, S, hooks, 2);
-  mxq::final_norm(w, h);
-  const auto layered = mxq::lm_head_logits(w, h);
+  mxq::llm::RowMajorMatrixXf h = mxq::llm::embed(w, batch);
+  for (std::size_t l = 0; l < w.layers.size(); ++l) mxq::llm::layer_forward(w, l, h, S, hooks, 2);
+  mxq::llm::final_norm(w, h);
+  const auto layered = mxq::llm::lm_head_logits(w, h);
   CHECK((layered - full).cwiseAbs().maxCoeff() < 1e-4f);
   REQUIRE(seen.size() == 4 * w.layers.size());
   CHECK(seen[0] == "0:qkv");
@@ -331,55 +332,63 @@ TEST_CASE("layer-at-a-time forward with hooks, weight replacement and activation
   CHECK(seen.back() == "5:down");
 
   // Windows are independent: window 1 alone gives the same logits as inside the batch.
-  const auto solo = mxq::forward_logits(w, batch.subspan(S, S), S);
+  const auto solo = mxq::llm::forward_logits(w, batch.subspan(S, S), S);
   CHECK((solo - full.middleRows(S, S)).cwiseAbs().maxCoeff() < 1e-4f);
 
   // An identity act_quant changes nothing; one that rounds to a coarse grid changes the logits and
   // is called once per group per layer.
   std::size_t calls = 0;
-  mxq::forward_hooks aq;
-  aq.act_quant = [&](Eigen::Ref<mxq::RowMajorMatrixXf>) { ++calls; };
-  CHECK((mxq::forward_logits(w, batch, S, aq) - full).cwiseAbs().maxCoeff() == 0.0f);
+  mxq::llm::forward_hooks aq;
+  aq.act_quant = [&](Eigen::Ref<mxq::llm::RowMajorMatrixXf>) { ++calls; };
+  CHECK((mxq::llm::forward_logits(w, batch, S, aq) - full).cwiseAbs().maxCoeff() == 0.0f);
   CHECK(calls == 4 * w.layers.size());
-  aq.act_quant = [](Eigen::Ref<mxq::RowMajorMatrixXf> x) { x = (x.array() * 4.0f).round() / 4.0f; };
-  const float diff = (mxq::forward_logits(w, batch, S, aq) - full).cwiseAbs().maxCoeff();
+  aq.act_quant = [](Eigen::Ref<mxq::llm::RowMajorMatrixXf> x) { x = (x.array() * 4.0f).round() / 4.0f; };
+  const float diff = (mxq::llm::forward_logits(w, batch, S, aq) - full).cwiseAbs().maxCoeff();
   CHECK(diff > 1e-3f);
 
   // Replacing a weight in place changes the output; restoring it restores the output.
-  auto& down = w.layers[3].linear("down_proj");
-  const mxq::RowMajorMatrixXf saved = down.weight;
+  auto& down = w.layers[3][mxq::llm::linear::down_proj];
+  const mxq::llm::RowMajorMatrixXf saved = down.weight;
   down.weight.setZero();
-  CHECK((mxq::forward_logits(w, batch, S) - full).cwiseAbs().maxCoeff() > 1e-3f);
+  CHECK((mxq::llm::forward_logits(w, batch, S) - full).cwiseAbs().maxCoeff() > 1e-3f);
   down.weight = saved;
-  CHECK((mxq::forward_logits(w, batch, S) - full).cwiseAbs().maxCoeff() == 0.0f);
-  CHECK(mxq::linear_tensor_prefix(3, "down_proj") == "model.layers.3.mlp.down_proj");
-  CHECK(mxq::linear_tensor_prefix(0, "k_proj") == "model.layers.0.self_attn.k_proj");
-
-  require_error([&] { (void)w.layers[0].linear("w1"); }, "unknown linear 'w1'");
-  mxq::RowMajorMatrixXf bad(S * n + 1, 256);
-  require_error([&] { mxq::layer_forward(w, 0, bad, S); }, "whole number of windows");
-  mxq::RowMajorMatrixXf narrow(S, 128);
-  require_error([&] { mxq::layer_forward(w, 0, narrow, S); }, "columns");
-  require_error([&] { mxq::layer_forward(w, 6, h, S); }, "layer 6 out of range");
-  const std::vector<mxq::token_id> oov = {1, 2, 4096, 3};
-  require_error([&] { (void)mxq::embed(w, oov); }, "token id 4096");
+  CHECK((mxq::llm::forward_logits(w, batch, S) - full).cwiseAbs().maxCoeff() == 0.0f);
+  CHECK(mxq::llm::tensor_prefix(3, mxq::llm::linear::down_proj) == "model.layers.3.mlp.down_proj");
+  CHECK(mxq::llm::tensor_prefix(0, mxq::llm::linear::k_proj) == "model.layers.0.self_attn.k_proj");
+  CHECK(mxq::llm::linear_from_name("gate_proj") == mxq::llm::linear::gate_proj);
+  CHECK_FALSE(mxq::llm::linear_from_name("w1").has_value());
+  // The table is the layer: every linear's group lists it, and shapes follow the config.
+  for (mxq::llm::linear l : mxq::llm::all_linears) {
+    const auto m = mxq::llm::members(mxq::llm::info(l).group);
+    CHECK(std::find(m.begin(), m.end(), l) != m.end());
+    const auto [out, in] = mxq::llm::expected_linear_shape(w.config, l);
+    CHECK(w.layers[0][l].out_features() == out);
+    CHECK(w.layers[0][l].in_features() == in);
+  }
+  mxq::llm::RowMajorMatrixXf bad(S * n + 1, 256);
+  require_error([&] { mxq::llm::layer_forward(w, 0, bad, S); }, "whole number of windows");
+  mxq::llm::RowMajorMatrixXf narrow(S, 128);
+  require_error([&] { mxq::llm::layer_forward(w, 0, narrow, S); }, "columns");
+  require_error([&] { mxq::llm::layer_forward(w, 6, h, S); }, "layer 6 out of range");
+  const std::vector<mxq::llm::token_id> oov = {1, 2, 4096, 3};
+  require_error([&] { (void)mxq::llm::embed(w, oov); }, "token id 4096");
 }
 
 TEST_CASE("tiny Qwen2 (GQA, biases, tied embeddings) matches a naive implementation", "[model][qwen2]") {
   temp_dir tmp("tiny-qwen2");
   write_tiny(tmp.path);
-  const auto w = mxq::load_model(tmp.path);
+  const auto w = mxq::llm::load_model(tmp.path);
   CHECK(w.config.model_type == "qwen2");
   CHECK(w.layers[0].q_proj.has_bias());
   CHECK(w.layers[0].k_proj.has_bias());
   CHECK_FALSE(w.layers[0].o_proj.has_bias());
   CHECK(w.lm_head == w.embed_tokens);  // tied
 
-  std::vector<mxq::token_id> tok(2 * 12);
-  for (std::size_t i = 0; i < tok.size(); ++i) tok[i] = static_cast<mxq::token_id>((i * 7 + 3) % 32);
-  const auto logits = mxq::forward_logits(w, tok, 12, {}, 2);
+  std::vector<mxq::llm::token_id> tok(2 * 12);
+  for (std::size_t i = 0; i < tok.size(); ++i) tok[i] = static_cast<mxq::llm::token_id>((i * 7 + 3) % 32);
+  const auto logits = mxq::llm::forward_logits(w, tok, 12, {}, 2);
   for (std::size_t win = 0; win < 2; ++win) {
-    const std::vector<mxq::token_id> one(tok.begin() + static_cast<std::ptrdiff_t>(win * 12),
+    const std::vector<mxq::llm::token_id> one(tok.begin() + static_cast<std::ptrdiff_t>(win * 12),
                                          tok.begin() + static_cast<std::ptrdiff_t>(win * 12 + 12));
     const auto ref = naive_logits(w, one);
     double max_err = 0;
@@ -399,31 +408,31 @@ TEST_CASE("malformed checkpoints give named errors", "[model][errors]") {
     const fs::path f = tmp / "truncated" / "model.safetensors";
     fs::resize_file(f, fs::file_size(f) - 100);
   }
-  require_error([&] { (void)mxq::load_model(tmp / "truncated"); }, "out of range", "model.safetensors");
+  require_error([&] { (void)mxq::llm::load_model(tmp / "truncated"); }, "out of range", "model.safetensors");
 
   write_tiny(tmp / "missing", "model.layers.1.mlp.up_proj.weight");
-  require_error([&] { (void)mxq::load_model(tmp / "missing"); }, "missing tensor 'model.layers.1.mlp.up_proj.weight'",
+  require_error([&] { (void)mxq::llm::load_model(tmp / "missing"); }, "missing tensor 'model.layers.1.mlp.up_proj.weight'",
                 "missing");
 
   write_tiny(tmp / "bias", "model.layers.0.self_attn.k_proj.bias");
-  require_error([&] { (void)mxq::load_model(tmp / "bias"); }, "missing tensor 'model.layers.0.self_attn.k_proj.bias'");
+  require_error([&] { (void)mxq::llm::load_model(tmp / "bias"); }, "missing tensor 'model.layers.0.self_attn.k_proj.bias'");
 
   write_tiny(tmp / "shape", {}, "model.layers.0.self_attn.o_proj.weight");
-  require_error([&] { (void)mxq::load_model(tmp / "shape"); },
+  require_error([&] { (void)mxq::llm::load_model(tmp / "shape"); },
                 "tensor 'model.layers.0.self_attn.o_proj.weight' has shape [256], expected [16, 16]", "model.safetensors");
 
   write_tiny(tmp / "nan", {}, {}, "model.layers.1.self_attn.v_proj.weight");
-  require_error([&] { (void)mxq::load_model(tmp / "nan"); }, "non-finite", "model.safetensors");
+  require_error([&] { (void)mxq::llm::load_model(tmp / "nan"); }, "non-finite", "model.safetensors");
 
   // No lm_head and untied embeddings.
   write_tiny(tmp / "untied");
   write_text(tmp / "untied" / "config.json",
              std::string(tiny_config_json).replace(std::string(tiny_config_json).find("true"), 4, "false"));
-  require_error([&] { (void)mxq::load_model(tmp / "untied"); }, "lm_head.weight");
+  require_error([&] { (void)mxq::llm::load_model(tmp / "untied"); }, "lm_head.weight");
 
   fs::create_directories(tmp / "empty");
   write_text(tmp / "empty" / "config.json", tiny_config_json);
-  require_error([&] { (void)mxq::load_model(tmp / "empty"); }, "no model.safetensors", "empty");
+  require_error([&] { (void)mxq::llm::load_model(tmp / "empty"); }, "no model.safetensors", "empty");
 }
 
 TEST_CASE("token files", "[model][tokens]") {
@@ -432,11 +441,11 @@ TEST_CASE("token files", "[model][tokens]") {
   CHECK(code_tokens()[0] == 491);
   CHECK(code_tokens()[1] == 3233);
   write_text(tmp / "odd.u16", std::string("\x01\x00\x02", 3));
-  require_error([&] { (void)mxq::read_tokens_u16(tmp / "odd.u16"); }, "odd byte count 3", "odd.u16");
+  require_error([&] { (void)mxq::llm::read_tokens_u16(tmp / "odd.u16"); }, "odd byte count 3", "odd.u16");
   write_text(tmp / "big.u16", std::string("\x01\x00\x00\x10", 4));  // 1, 4096
-  CHECK(mxq::read_tokens_u16(tmp / "big.u16").size() == 2);
-  require_error([&] { (void)mxq::read_tokens_u16(tmp / "big.u16", 4096); }, "token id 4096 at index 1", "big.u16");
-  require_error([&] { (void)mxq::read_tokens_u16(tmp / "none.u16"); }, "cannot open", "none.u16");
-  const std::vector<mxq::token_id> few(100, 1);
-  require_error([&] { (void)mxq::perplexity(code_llama(), few); }, "no full window");
+  CHECK(mxq::llm::read_tokens_u16(tmp / "big.u16").size() == 2);
+  require_error([&] { (void)mxq::llm::read_tokens_u16(tmp / "big.u16", 4096); }, "token id 4096 at index 1", "big.u16");
+  require_error([&] { (void)mxq::llm::read_tokens_u16(tmp / "none.u16"); }, "cannot open", "none.u16");
+  const std::vector<mxq::llm::token_id> few(100, 1);
+  require_error([&] { (void)mxq::llm::perplexity(code_llama(), few); }, "no full window");
 }

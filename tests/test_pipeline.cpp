@@ -4,15 +4,18 @@
 
 #include <atomic>
 #include <filesystem>
+#include <unistd.h>
 
-#include "mxq/io/quantized_checkpoint.hpp"
-#include "mxq/model/packed_forward.hpp"
-#include "mxq/model/perplexity.hpp"
-#include "mxq/model/weights.hpp"
-#include "mxq/pipeline.hpp"
+#include "mxq/llm/checkpoint.hpp"
+#include "mxq/llm/packed_forward.hpp"
+#include "mxq/llm/perplexity.hpp"
+#include "mxq/llm/weights.hpp"
+#include "mxq/llm/quantize_model.hpp"
+#include "mxq/recipe.hpp"
 
 namespace fs = std::filesystem;
 using namespace mxq;
+using namespace mxq::llm;
 
 namespace {
 
@@ -32,49 +35,63 @@ double ppl(const model_weights& w, const std::string& act = {}) {
   static const auto test = first_windows("code-test.u16", 8);
   perplexity_options o;
   o.windows = 8;
-  o.act_quant = make_act_quant_fn(act);
+  o.act_quant = make_act_quant_fn(activation_quant_by_name(act));
   return perplexity(w, test, o).ppl;
 }
 
 }  // namespace
 
+
+namespace st = mxq::step;
+
+// Recipes by the steps they hold, with an optional activation format.
+recipe make(bool sq, bool awq, bool gptq, const std::string& act = {}) {
+  recipe r;
+  if (sq) r.smoothquant = st::smoothquant{};
+  if (awq) r.awq = st::awq{};
+  if (gptq) r.gptq = st::gptq{};
+  r.act = activation_quant_by_name(act);
+  return r;
+}
+
 TEST_CASE("pipeline: quantized checkpoints reload bit-exactly (same perplexity)", "[pipeline]") {
   const auto calib = first_windows("code-calib-128x256.u16", 4);
-  for (const char* method : {"rtn", "sq+awq+gptq"}) {
-    INFO(method);
+  for (const bool scaled : {false, true}) {
+    INFO("scaled " << scaled);
     model_weights w = original();
-    model_quant_options o;
-    o.method = method;
-    o.act_format = std::string(method) == "rtn" ? "" : "mxint8";
-    const auto q = quantize_model<mxint4>(w, calib, o);
+    const recipe rc = scaled ? make(true, true, true, "mxint8") : make(false, false, false);
+    const auto q = quantize_model<mxint4>(w, calib, rc);
     CHECK(q.linears.size() == 6 * 7);
-    const fs::path out = fs::temp_directory_path() / ("mxq-pipeline-" + std::to_string(::getpid())) / method;
-    write_quantized_checkpoint(out, model_dir, w, q, {{"mxq.method", method}});
+    const fs::path out = fs::temp_directory_path() / ("mxq-pipeline-" + std::to_string(::getpid())) / rc.name();
+    write_quantized_checkpoint(out, model_dir, w, q, {{"mxq.method", rc.name()}});
     const model_weights back = load_model(out);
     for (std::size_t li = 0; li < w.layers.size(); ++li) {
-      for (std::string_view n : linear_names) CHECK(back.layers[li].linear(n).weight == w.layers[li].linear(n).weight);
+      for (linear l : all_linears) CHECK(back.layers[li][l].weight == w.layers[li][l].weight);
       CHECK(back.layers[li].input_layernorm == w.layers[li].input_layernorm);
     }
-    CHECK(ppl(back, o.act_format) == ppl(w, o.act_format));
+    const std::string act = scaled ? "mxint8" : "";
+    CHECK(ppl(back, act) == ppl(w, act));
     // The packed file is ~4.25 bits per decoder weight, not 32.
     CHECK(fs::file_size(out / "model.safetensors") < fs::file_size(model_dir / "model.safetensors"));
+    fs::remove_all(out);
   }
 }
 
-TEST_CASE("pipeline: GPTQ beats RTN, MXINT8 is near-lossless", "[pipeline]") {
+TEST_CASE("pipeline: GPTQ beats RTN, MXINT8 is near-lossless, RTN needs no calibration", "[pipeline]") {
   const auto calib = first_windows("code-calib-128x256.u16", 8);
   const double base = ppl(original());
-  auto run = [&](auto tag, const char* method) {
+  auto run = [&](auto tag, const recipe& rc, std::span<const token_id> c) {
     using F = typename decltype(tag)::type;
     model_weights w = original();
-    model_quant_options o;
-    o.method = method;
-    quantize_model<F>(w, calib, o);
+    quantize_model<F>(w, c, rc);
     return ppl(w);
   };
-  const double rtn4 = run(format_tag<mxint4>{}, "rtn"), gptq4 = run(format_tag<mxint4>{}, "gptq");
-  const double rtn8 = run(format_tag<mxint8>{}, "rtn");
+  const double rtn4 = run(format_tag<mxint4>{}, make(false, false, false), {});
+  const double rtn4c = run(format_tag<mxint4>{}, make(false, false, false), calib);
+  const double gptq4 = run(format_tag<mxint4>{}, make(false, false, true), calib);
+  const double rtn8 = run(format_tag<mxint8>{}, make(false, false, false), {});
   INFO("base " << base << " mxint4 rtn " << rtn4 << " gptq " << gptq4 << " mxint8 " << rtn8);
+  CHECK(rtn4 == rtn4c);  // calibration tokens change nothing for RTN
   CHECK(gptq4 < rtn4);
   CHECK(rtn4 > base);
   CHECK(rtn8 == Approx(base).epsilon(0.01));
@@ -82,42 +99,41 @@ TEST_CASE("pipeline: GPTQ beats RTN, MXINT8 is near-lossless", "[pipeline]") {
 
 TEST_CASE("pipeline: bad requests are named errors", "[pipeline]") {
   model_weights w = original();
-  model_quant_options o;
-  o.method = "gptq+awq";
-  CHECK_THROWS_WITH(quantize_model<mxint4>(w, first_windows("code-calib-128x256.u16", 1), o), Catch::Contains("unknown method"));
-  o.method = "rtn";
   std::vector<token_id> ragged(300, 1);
-  CHECK_THROWS_WITH(quantize_model<mxint4>(w, ragged, o), Catch::Contains("do not form windows"));
-  o.act_format = "mxfp5";
-  CHECK_THROWS_WITH(quantize_model<mxint4>(w, first_windows("code-calib-128x256.u16", 1), o), Catch::Contains("unknown format"));
+  CHECK_THROWS_WITH(quantize_model<mxint4>(w, ragged, make(false, false, true)), Catch::Contains("do not form windows"));
+  CHECK_THROWS_WITH(quantize_model<mxint4>(w, {}, make(false, true, false)), Catch::Contains("do not form windows"));
 }
 
-TEST_CASE("pipeline: the staged layer sees each group's input as layer_forward does", "[pipeline]") {
-  // layer_stages computes group inputs one at a time (one forward per layer instead of one per
-  // group); with unchanged weights every input and the final hidden state must be bit-identical
-  // to what a hooked layer_forward observes, with and without activation quantization.
+TEST_CASE("pipeline: the layer walker is layer_forward, in order, for any thread count", "[pipeline]") {
   const model_weights& w = original();
   const auto tokens = first_windows("code-calib-128x256.u16", 3);
   for (const char* act_name : {"", "mxint8"}) {
     INFO("act " << act_name);
-    const act_quant_fn act = make_act_quant_fn(act_name);
+    forward_hooks hooks;
+    hooks.act_quant = make_act_quant_fn(activation_quant_by_name(act_name));
     RowMajorMatrixXf h_ref = embed(w, tokens);
     std::vector<RowMajorMatrixXf> seen;
-    forward_hooks hooks;
-    hooks.act_quant = act;
-    hooks.on_linear_input = [&](std::size_t, linear_group, const RowMajorMatrixXf& in) { seen.push_back(in); };
-    layer_forward(w, 1, h_ref, 256, hooks, 2);
+    forward_hooks observe = hooks;
+    observe.on_linear_input = [&](std::size_t, linear_group, const RowMajorMatrixXf& in) { seen.push_back(in); };
+    layer_forward(w, 1, h_ref, 256, observe, 1);
     REQUIRE(seen.size() == 4);
-
+    for (unsigned threads : {1u, 2u, 3u}) {
+      INFO("threads " << threads);
+      RowMajorMatrixXf h = embed(w, tokens);
+      layer_walker lw(w, 1, h, 256, hooks, threads);
+      std::size_t i = 0;
+      for (linear_group g : all_groups) {
+        CHECK(lw.next() == g);
+        CHECK(lw.input(g) == seen[i++]);  // bit-identical, whatever the thread count
+      }
+      CHECK_FALSE(lw.next().has_value());
+      lw.finish();
+      CHECK(h == h_ref);
+    }
     RowMajorMatrixXf h = embed(w, tokens);
-    detail::model::workspace ws;
-    detail::pipeline::layer_stages st(w, 1, h, 256, act, 2, ws);
-    CHECK_THROWS_WITH(detail::pipeline::layer_stages(w, 1, h, 256, act, 2, ws).input(linear_group::o),
-                      Catch::Contains("out of order"));
-    int i = 0;
-    for (linear_group g : {linear_group::qkv, linear_group::o, linear_group::gate_up, linear_group::down})
-      CHECK(st.input(g) == seen[static_cast<std::size_t>(i++)]);
-    st.finish();
+    layer_walker skip(w, 1, h, 256, hooks, 2);
+    CHECK_THROWS_WITH(skip.input(linear_group::o), Catch::Contains("out of order"));
+    skip.finish();  // runs every group
     CHECK(h == h_ref);
   }
 }
@@ -141,21 +157,118 @@ TEST_CASE("pipeline: attention and MLP block outputs add up to the layer", "[pip
   CHECK_THROWS_WITH(mlp_block_output(L.gate_proj, L.up_proj, L.down_proj, n.leftCols(10)), Catch::Contains("shapes"));
 }
 
+TEST_CASE("pipeline: AWQ scales every group, down_proj folded into up_proj, the layer unchanged in fp32", "[pipeline]") {
+  // llm-awq scales mlp.down_proj with up_proj as the previous op ([intermediate, hidden] ->
+  // [hidden, intermediate]); the fold must leave the fp32 layer's function unchanged.
+  const model_weights& w0 = original();
+  const auto tokens = first_windows("code-calib-128x256.u16", 4);
+  const RowMajorMatrixXf h0 = embed(w0, tokens);
+  for (const bool sq : {false, true}) {
+    INFO("smoothquant " << sq);
+    model_weights w = w0;
+    model_options mo;
+    mo.awq_block_windows = 2;
+    const auto reports = scale_layer<mxint4>(w, 0, h0, make(sq, true, true), mo);
+    REQUIRE(reports.size() == 4);
+    for (const auto& r : reports) {
+      INFO(name(r.group));
+      CHECK(r.scaled);
+      REQUIRE(r.awq_scales.size() == w.layers[0][members(r.group)[0]].in_features());
+      CHECK(std::any_of(r.awq_scales.begin(), r.awq_scales.end(), [](float s) { return s != 1.0f; }));
+      CHECK(r.smooth_scales.empty() == (!sq || r.group == linear_group::o || r.group == linear_group::down));
+    }
+    const auto& L0 = w0.layers[0];
+    const auto& L = w.layers[0];
+    CHECK(L.down_proj.weight != L0.down_proj.weight);  // scaled by s
+    CHECK(L.up_proj.weight != L0.up_proj.weight);      // rows divided by s
+    RowMajorMatrixXf a = h0, b = h0;
+    layer_forward(w0, 0, a, 256, {}, 2);
+    layer_forward(w, 0, b, 256, {}, 2);
+    CHECK((a - b).norm() <= 1e-5 * a.norm());
+  }
+}
+
 TEST_CASE("pipeline: AWQ (scale + clip) beats RTN on MXINT4, block and linear losses", "[pipeline]") {
   const auto calib = first_windows("code-calib-128x256.u16", 8);
-  auto run = [&](const char* method, bool block) {
+  auto run = [&](const recipe& rc, awq_loss_kind loss) {
     model_weights w = original();
-    model_quant_options o;
-    o.method = method;
-    o.awq_block_loss = block;
-    o.awq_search_windows = 4;
-    quantize_model<mxint4>(w, calib, o);
+    model_options o;
+    o.awq_loss = loss;
+    o.awq_block_windows = 4;
+    quantize_model<mxint4>(w, calib, rc, o);
     return ppl(w);
   };
-  const double rtn = run("rtn", true), awq_block = run("awq", true), awq_linear = run("awq", false);
+  recipe awq = make(false, true, false);
+  awq.awq->options.search_tokens = 4 * 256;
+  const double rtn = run(make(false, false, false), awq_loss_kind::block);
+  const double awq_block = run(awq, awq_loss_kind::block), awq_linear = run(awq, awq_loss_kind::linear);
   INFO("rtn " << rtn << " awq block " << awq_block << " awq linear " << awq_linear);
   CHECK(awq_block < rtn);
   CHECK(awq_linear < rtn);
+}
+
+TEST_CASE("pipeline: one composition - quantize_group on layer 0 makes the model's choices", "[pipeline]") {
+  // The model driver runs the recipe's scale_group / finish_group per group: on layer 0 (inputs
+  // straight from the embeddings) quantize_group on the captured q/k/v input chooses the same
+  // SmoothQuant and AWQ scales (verify included) and the same GPTQ codes as quantize_model.
+  const auto calib = first_windows("code-calib-128x256.u16", 4);
+  const model_weights& w0 = original();
+  recipe rc = make(true, true, true);
+  rc.awq->options.search_tokens = 512;
+  model_options mo;
+  mo.awq_loss = awq_loss_kind::linear;
+  model_weights w = w0;
+  const auto q = quantize_model<mxint4>(w, calib, rc, mo);
+  RowMajorMatrixXf h = embed(w0, calib);
+  layer_walker lw(w0, 0, h, 256);
+  const RowMajorMatrixXf x = lw.input(linear_group::qkv);
+  const auto& L = w0.layers[0];
+  group_options go;
+  go.clip = {false, false, true};
+  const auto g = quantize_group<mxint4>(std::vector<row_matrix_f>{L.q_proj.weight, L.k_proj.weight, L.v_proj.weight}, x, rc, go);
+  const group_report& rep = q.groups.at(0);
+  REQUIRE(rep.group == linear_group::qkv);
+  CHECK(rep.alpha == g.alpha);
+  CHECK(rep.awq_ratio == g.awq_ratio);
+  CHECK(rep.smooth_scales == g.smooth_scales);
+  CHECK(rep.awq_scales == g.awq_scales);
+  // GPTQ then runs on X / s as the folded norm computes it (the model) or as X divided by s (the
+  // group): the same inputs up to rounding, so the codes agree almost everywhere.
+  for (std::size_t i = 0; i < 3; ++i) {
+    const linear l = members(linear_group::qkv)[i];
+    const RowMajorMatrixXf& mine = w.layers[0][l].weight;
+    const std::size_t n = static_cast<std::size_t>(mine.size());
+    std::size_t same = 0;
+    for (std::size_t k = 0; k < n; ++k) same += mine.data()[k] == g.weights[i].data()[k];
+    INFO(name(l) << ": " << same << " / " << n << " identical");
+    CHECK(static_cast<double>(same) >= 0.99 * static_cast<double>(n));
+  }
+}
+
+TEST_CASE("pipeline: checkpoints do not depend on the thread count", "[pipeline][determinism]") {
+  const auto calib = first_windows("code-calib-128x256.u16", 4);
+  const recipe recipes[] = {make(false, false, true), make(false, true, true), make(true, false, true),
+                            make(true, true, true, "mxint8")};
+  for (const recipe& rc : recipes) {
+    INFO(rc.name());
+    std::vector<std::vector<float>> first;
+    for (unsigned threads : {1u, 2u, 3u}) {
+      INFO("threads " << threads);
+      model_weights w = original();
+      model_options mo;
+      mo.threads = threads;
+      mo.awq_block_windows = 2;
+      const auto q = quantize_model<mxint4>(w, calib, rc, mo);
+      std::vector<std::vector<float>> all;
+      for (const auto& L : w.layers) {
+        for (linear l : all_linears) all.emplace_back(L[l].weight.data(), L[l].weight.data() + L[l].weight.size());
+        all.emplace_back(L.input_layernorm.data(), L.input_layernorm.data() + L.input_layernorm.size());
+        all.emplace_back(L.post_attention_layernorm.data(), L.post_attention_layernorm.data() + L.post_attention_layernorm.size());
+      }
+      if (first.empty()) first = std::move(all);
+      else CHECK(all == first);
+    }
+  }
 }
 
 TEST_CASE("pipeline: a quantized checkpoint runs through the packed GEMM kernels", "[pipeline][packed]") {
@@ -167,20 +280,19 @@ TEST_CASE("pipeline: a quantized checkpoint runs through the packed GEMM kernels
     using F = typename decltype(tag)::type;
     INFO(name);
     model_weights w = original();
-    model_quant_options o;
-    const auto q = quantize_model<F>(w, calib, o);
+    const auto q = quantize_model<F>(w, calib, make(false, false, false));
     const fs::path out = fs::temp_directory_path() / ("mxq-packed-" + std::to_string(::getpid())) / name;
     write_quantized_checkpoint(out, model_dir, w, q, {{"mxq.method", "rtn"}});
     const model_weights back = load_model(out);
     const packed_linears pl = load_packed_linears(out, back.config);
     CHECK(pl.size() == 6 * 7);
-    CHECK(pl.contains(5, "down_proj"));
+    CHECK(pl.contains(5, linear::down_proj));
     std::atomic<std::size_t> calls{0};
     const linear_fn inner = pl.hook();
     const auto test = first_windows("code-test.u16", 4);
     perplexity_options po;
     po.windows = 4;
-    po.linear = [&](std::size_t l, std::string_view n, matrix_view<const float> x, matrix_view<float> y) {
+    po.linear = [&](std::size_t l, linear n, matrix_view<const float> x, matrix_view<float> y) {
       ++calls;
       return inner(l, n, x, y);
     };

@@ -11,6 +11,7 @@
 #include <mxq/format.hpp>
 #include <mxq/recipe.hpp>
 
+#include "parse.hpp"  // the mxq tool's method grammar (tools/mxq)
 #include "support.hpp"
 
 using mxq::matrix_view;
@@ -22,6 +23,15 @@ namespace st = mxq::step;
 struct my_fmt : mxq::block_format<mxq::int_element<4>, 64, mxq::e8m0_scale> {};
 
 namespace {
+
+// A recipe by method name through the CLI's grammar, with SmoothQuant's alpha and an activation format.
+mxq::recipe parse_recipe(const std::string& method, float alpha = 0.5f, const std::string& act = {}) {
+  mxq::recipe r = mxq::cli::parse_method(method);
+  if (r.smoothquant) r.smoothquant->options.alpha = alpha;
+  if (!act.empty() && !mxq::is_known_format(act)) throw mxq::error("unknown format '" + act + "'");
+  r.act = mxq::activation_quant_by_name(act);
+  return r;
+}
 
 row_matrix_f randn(Eigen::Index r, Eigen::Index c, unsigned seed, float sd = 1.0f) {
   return mxq::test::randn<row_matrix_f>(r, c, seed, sd);
@@ -49,7 +59,7 @@ void check_every_combination() {
     double err_gptq = 0, err_sq_gptq = 0;
     for (const char* m : kMethods) {
       INFO("format " << mxq::format_traits<F>::name << ", method " << m << ", act '" << act << "'");
-      const mxq::recipe rc = mxq::parse_recipe(m, 0.5f, act);
+      const mxq::recipe rc = parse_recipe(m, 0.5f, act);
       const auto r = mxq::quantize_group<F>(d.w, d.x, rc);
       REQUIRE(r.weights.size() == 2);
       REQUIRE(r.packed.size() == 2);
@@ -104,24 +114,24 @@ TEST_CASE("every recipe combination runs for a user-defined format", "[recipe]")
 TEST_CASE("recipe from steps and from method names", "[recipe]") {
   const mxq::recipe a{st::smoothquant{0.5f}, st::awq{}, st::gptq{}, st::act<mxq::mxint8>{}};
   CHECK(a.name() == "sq+awq+gptq/a:mxint8");
-  CHECK(a.smoothquant->alpha == 0.5f);
+  CHECK(a.smoothquant->options.alpha == 0.5f);
   const mxq::recipe b{st::gptq{}, st::awq{}};  // listed order does not matter: application order is fixed
   CHECK(b.name() == "awq+gptq");
   CHECK(mxq::recipe{}.name() == "rtn");
   CHECK(mxq::recipe{st::awq{}, st::rtn{}}.name() == "awq+rtn");
-  CHECK(mxq::parse_recipe("awq").name() == "awq+rtn");
-  CHECK(mxq::parse_recipe("sq+awq+gptq", 0.75f, "mxint8").smoothquant->alpha == 0.75f);
-  CHECK(mxq::parse_recipe("smoothquant+rtn").name() == "sq+rtn");
-  REQUIRE_THROWS_WITH(mxq::parse_recipe("gptq+awq"), Contains("order"));
-  REQUIRE_THROWS_WITH(mxq::parse_recipe("awq+awq"), Contains("order"));
-  REQUIRE_THROWS_WITH(mxq::parse_recipe("awq+foo"), Contains("unknown step 'foo'"));
-  REQUIRE_THROWS_WITH(mxq::parse_recipe("awq", 0.5f, "mxfp5"), Contains("unknown format"));
+  CHECK(parse_recipe("awq").name() == "awq+rtn");
+  CHECK(parse_recipe("sq+awq+gptq", 0.75f, "mxint8").smoothquant->options.alpha == 0.75f);
+  CHECK(parse_recipe("smoothquant+rtn").name() == "sq+rtn");
+  REQUIRE_THROWS_WITH(parse_recipe("gptq+awq"), Contains("order"));
+  REQUIRE_THROWS_WITH(parse_recipe("awq+awq"), Contains("order"));
+  REQUIRE_THROWS_WITH(parse_recipe("awq+foo"), Contains("unknown step 'foo'"));
+  REQUIRE_THROWS_WITH(parse_recipe("awq", 0.5f, "mxfp5"), Contains("unknown format"));
 }
 
 TEST_CASE("recipe on a single linear matches the separate steps", "[recipe]") {
   const auto& d = data();
   // AWQ then RTN (with clip) = awq_transform then fake_quant
-  const auto r = mxq::quantize_linear<mxq::mxint4>(mxq::view_of(d.w[0]), mxq::view_of(d.x), mxq::parse_recipe("awq"));
+  const auto r = mxq::quantize_linear<mxq::mxint4>(mxq::view_of(d.w[0]), mxq::view_of(d.x), parse_recipe("awq"));
   const matrix_view<const float> g[] = {mxq::view_of(d.w[0])};
   const auto t = mxq::awq_transform<mxq::mxint4>(mxq::view_of(d.x), g);
   row_matrix_f q = t.weights[0];
@@ -131,7 +141,7 @@ TEST_CASE("recipe on a single linear matches the separate steps", "[recipe]") {
   const double e = mxq::scaled_output_error(mxq::view_of(d.w[0]), mxq::view_of(q), mxq::view_of(d.x), t.scale.scales);
   CHECK(r.output_error == Approx(e).epsilon(1e-4));
   // SmoothQuant alone = scales of smoothquant_search, weights = RTN of W s
-  const auto s = mxq::quantize_linear<mxq::mxfp4>(mxq::view_of(d.w[0]), mxq::view_of(d.x), mxq::parse_recipe("sq+rtn"));
+  const auto s = mxq::quantize_linear<mxq::mxfp4>(mxq::view_of(d.w[0]), mxq::view_of(d.x), parse_recipe("sq+rtn"));
   const auto sr = mxq::smoothquant_search<mxq::mxfp4>(mxq::view_of(d.x), g);
   CHECK(s.scales == sr.scales);
   CHECK(s.alpha == 0.5f);
@@ -141,18 +151,18 @@ TEST_CASE("recipe group options: no scaling under GQA, clip mask, streamed stati
   const auto& d = data();
   mxq::group_options go;
   go.can_scale = false;  // e.g. v_proj -> o_proj under grouped-query attention
-  const auto r = mxq::quantize_group<mxq::mxint4>(d.w, d.x, mxq::parse_recipe("sq+awq+gptq"), go);
-  const auto plain = mxq::quantize_group<mxq::mxint4>(d.w, d.x, mxq::parse_recipe("gptq"));
+  const auto r = mxq::quantize_group<mxq::mxint4>(d.w, d.x, parse_recipe("sq+awq+gptq"), go);
+  const auto plain = mxq::quantize_group<mxq::mxint4>(d.w, d.x, parse_recipe("gptq"));
   for (float s : r.scales) CHECK(s == 1.0f);
   CHECK(r.output_error == plain.output_error);
 
   mxq::group_options mask;
   mask.clip = {false, true};  // llm-awq: no clip for q/k
-  const auto c = mxq::quantize_group<mxq::mxint4>(d.w, d.x, mxq::parse_recipe("awq"), mask);
+  const auto c = mxq::quantize_group<mxq::mxint4>(d.w, d.x, parse_recipe("awq"), mask);
   CHECK(c.clips[0].max_val.empty());
   CHECK_FALSE(c.clips[1].max_val.empty());
   mask.clip = {true};
-  REQUIRE_THROWS_WITH(mxq::quantize_group<mxq::mxint4>(d.w, d.x, mxq::parse_recipe("awq"), mask), Contains("clip"));
+  REQUIRE_THROWS_WITH(mxq::quantize_group<mxq::mxint4>(d.w, d.x, parse_recipe("awq"), mask), Contains("clip"));
 
   // statistics streamed over more calibration than the group's X
   const auto stats = mxq::collect_stats(mxq::view_of(d.x));
@@ -160,8 +170,8 @@ TEST_CASE("recipe group options: no scaling under GQA, clip mask, streamed stati
   mxq::group_options gs;
   gs.act_max = amax;
   gs.x_mean = mean;
-  const auto a = mxq::quantize_group<mxq::mxint4>(d.w, d.x, mxq::parse_recipe("sq+awq+gptq"), gs);
-  const auto b = mxq::quantize_group<mxq::mxint4>(d.w, d.x, mxq::parse_recipe("sq+awq+gptq"));
+  const auto a = mxq::quantize_group<mxq::mxint4>(d.w, d.x, parse_recipe("sq+awq+gptq"), gs);
+  const auto b = mxq::quantize_group<mxq::mxint4>(d.w, d.x, parse_recipe("sq+awq+gptq"));
   CHECK(a.scales == b.scales);
 
   // named errors
@@ -169,7 +179,7 @@ TEST_CASE("recipe group options: no scaling under GQA, clip mask, streamed stati
   bad(7, 3) = std::numeric_limits<float>::infinity();
   mxq::group_options named;
   named.name = "layers.0.self_attn.qkv";
-  REQUIRE_THROWS_WITH(mxq::quantize_group<mxq::mxint4>(d.w, bad, mxq::parse_recipe("awq"), named),
+  REQUIRE_THROWS_WITH(mxq::quantize_group<mxq::mxint4>(d.w, bad, parse_recipe("awq"), named),
                       Contains("layers.0.self_attn.qkv") && Contains("row 7"));
   const std::vector<row_matrix_f> wrong = {randn(8, 100, 5)};
   REQUIRE_THROWS_AS(mxq::quantize_group<mxq::mxint4>(wrong, d.x, mxq::recipe{}), mxq::error);
@@ -177,8 +187,8 @@ TEST_CASE("recipe group options: no scaling under GQA, clip mask, streamed stati
 
 TEST_CASE("W4A8: activations quantized in the recipe and in the Hessian", "[recipe][act]") {
   const auto& d = data();
-  const auto a8 = mxq::quantize_group<mxq::mxint4>(d.w, d.x, mxq::parse_recipe("gptq", 0.5f, "mxint8"));
-  const auto a32 = mxq::quantize_group<mxq::mxint4>(d.w, d.x, mxq::parse_recipe("gptq"));
+  const auto a8 = mxq::quantize_group<mxq::mxint4>(d.w, d.x, parse_recipe("gptq", 0.5f, "mxint8"));
+  const auto a32 = mxq::quantize_group<mxq::mxint4>(d.w, d.x, parse_recipe("gptq"));
   // GPTQ fits the quantized inputs it will see: its weights differ from the fp32-input GPTQ
   CHECK(a8.weights[0] != a32.weights[0]);
   // the reported error uses Qa(X / s) on the quantized side
@@ -193,7 +203,7 @@ TEST_CASE("W4A8: activations quantized in the recipe and in the Hessian", "[reci
   CHECK(a8.output_error == Approx(num / den).epsilon(1e-4));
   // SmoothQuant with an alpha grid in the recipe
   st::smoothquant sq;
-  sq.alpha_grid = mxq::default_alpha_grid();
+  sq.options.alpha_grid = mxq::default_alpha_grid();
   const auto g = mxq::quantize_group<mxq::mxint4>(d.w, d.x, mxq::recipe{sq, st::act<mxq::mxint4>{}});
   const auto f = mxq::quantize_group<mxq::mxint4>(d.w, d.x, mxq::recipe{st::smoothquant{}, st::act<mxq::mxint4>{}});
   CHECK(g.alpha >= 0.0f);

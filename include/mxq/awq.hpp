@@ -18,6 +18,11 @@
 // and the best max_val is applied as clamp(w, -max_val, max_val) before quantization. This works
 // for every format: for MX formats the clamp moves the block's shared exponent, for NVFP4 the
 // tensor scale is held at the unclipped matrix's during the search.
+//
+//   const mxq::matrix_view<const float> group[] = {Wgate, Wup};   // [out_i, in], sharing X [tokens, in]
+//   auto r = mxq::awq_transform<mxq::mxfp4>(X, group);            // scale search, fold, clip search
+//   mxq::fold_into_norm(gamma, {}, r.scale.scales);               // previous op /= s (here an RMSNorm)
+//   auto q = mxq::quantize<mxq::mxfp4>(mxq::view_of(r.weights[0]));  // W_gate diag(s), clipped
 #pragma once
 #include <Eigen/Core>
 #include <algorithm>
@@ -223,6 +228,7 @@ class group_partial_error {
 // divided by s; quantized with opt.act when activations are quantized).
 template <format_type F>
 awq_clip_result awq_search_clip(matrix_view<const float> w, matrix_view<const float> x, const awq_options& opt = {}) {
+  pin_eigen_blocking();
   if (w.cols != x.cols)
     throw error("awq clip: weight is " + detail::calib::shape_str(w.rows, w.cols) + " but the input has " +
                 std::to_string(x.cols) + " channels");

@@ -1,5 +1,6 @@
 // Products with packed MX weights, dequantized on the fly: y = W x (gemv) and Y = X W^T (gemm).
 //
+//   auto w = mxq::quantize<mxq::mxfp4>(W);   // packed weights [out, in] (quantize.hpp)
 //   mxq::gemv(w, x, y)        w: packed_matrix<F> [out, in]; x: in values; y: out values
 //   mxq::gemm(w, X, Y)        X: [batch, in] rows (tokens); Y: [batch, out]
 //
@@ -25,11 +26,13 @@
 #include <vector>
 
 #include "config.hpp"
+#include "format.hpp"
 #include "format/block.hpp"
 #include "kernel/gemv.hpp"
 #include "matrix_view.hpp"
 #include "packed.hpp"
 #include "quant/element_quant.hpp"
+#include "quantize.hpp"
 
 namespace mxq {
 

@@ -1,6 +1,6 @@
 // GPTQ over any block format: mxq::gptq<Format>(W [out, in], H [in, in], options).
 //
-//   mxq::hessian_accumulator h(in);
+//   mxq::hessian_accumulator h(in);                  // W, inputs: mxq::matrix_view<const float>
 //   h.add(inputs);                                   // calibration rows [tokens, in], any number of batches
 //   auto r = mxq::gptq<mxq::mxfp4>(W, h.matrix());   // r.packed, r.dequantized, r.loss, r.damp_fraction
 //
@@ -40,7 +40,10 @@
 #include <vector>
 
 #include "config.hpp"
+#include "detail/eigen_blocking.hpp"
+#include "format.hpp"
 #include "format/block.hpp"
+#include "hessian.hpp"
 #include "matrix_view.hpp"
 #include "packed.hpp"
 #include "quant/element_quant.hpp"
@@ -113,21 +116,6 @@ struct gptq_result {
 
   matrix_view<const float> view() const noexcept { return {dequantized.data(), rows, cols}; }
 };
-
-inline act_order parse_act_order(std::string_view s) {
-  if (s == "none" || s == "off") return act_order::none;
-  if (s == "blockwise" || s == "block") return act_order::blockwise;
-  if (s == "global" || s == "static") return act_order::global;
-  throw error("unknown act-order '" + std::string(s) + "' (expected none, blockwise or global)");
-}
-
-inline mse_weighting parse_mse_weighting(std::string_view s) {
-  if (s == "hseq") return mse_weighting::hseq;
-  if (s == "hinv") return mse_weighting::hinv;
-  if (s == "hdiag" || s == "x2") return mse_weighting::hdiag;
-  if (s == "uniform" || s == "none") return mse_weighting::uniform;
-  throw error("unknown mse weighting '" + std::string(s) + "' (expected hseq, hinv, hdiag or uniform)");
-}
 
 namespace detail {
 
@@ -255,6 +243,7 @@ gptq_result<F, Layout> gptq(matrix_view<const float> W, matrix_view<const float>
   using E = typename F::element;
   using clock = std::chrono::steady_clock;
   const auto t_start = clock::now();
+  pin_eigen_blocking();
   const std::size_t rows = W.rows, cols = W.cols;
   if (H.rows != cols || H.cols != cols)
     throw error("gptq: H is " + std::to_string(H.rows) + "x" + std::to_string(H.cols) + " but W has " +
@@ -380,8 +369,9 @@ gptq_result<F, Layout> gptq(matrix_view<const float> W, matrix_view<const float>
 
   // The column loop over row chunks (independent given U).
   using Eigen::Index;
-  const std::size_t chunk_rows =
-      std::max<std::size_t>(128, (rows + static_cast<std::size_t>(4 * threads) - 1) / static_cast<std::size_t>(4 * threads));
+  // Fixed row chunks (never a function of the thread count): the lazy-batch GEMM below rounds a row
+  // by its position in the chunk, so the codes are the same for any number of threads.
+  constexpr std::size_t chunk_rows = 128;
   const std::size_t chunks = (rows + chunk_rows - 1) / chunk_rows;
   std::size_t max_batch = 0;
   for (auto [b0, b1] : plan.batches) max_batch = std::max(max_batch, b1 - b0);

@@ -2,8 +2,8 @@
 // input rows x_i (the layer's inputs, [tokens, in]).
 //
 //   mxq::hessian_accumulator h(in_features);
-//   for (auto& batch : calibration) h.add(batch_view);        // float32 rows, or add(u16 view, bf16/f16)
-//   auto r = mxq::gptq<mxq::mxfp4>(W, h.matrix(), opts);
+//   for (auto& batch : calibration) h.add(batch);   // matrix_view<const float> rows, or add(u16 view, half_type::bf16)
+//   mxq::matrix_view<const float> H = h.matrix();   // [in, in], full symmetric: mxq::gptq<F>(W, H) (gptq.hpp)
 //
 // Like the reference (IST-DASLab/gptq `add_batch`) the matrix is a running average: for a batch of
 // k samples H <- H·n/(n+k), n <- n+k, H += (2/n)·X_bᵀX_b, so H stays O(|x|²) however many batches
@@ -25,6 +25,7 @@
 
 #include "config.hpp"
 #include "detail/bits.hpp"
+#include "detail/eigen_blocking.hpp"
 #include "matrix_view.hpp"
 #include "solver/parallel.hpp"
 
@@ -47,6 +48,7 @@ class hessian_accumulator {
  public:
   explicit hessian_accumulator(std::size_t in_features, hessian_options opt = {})
       : n_(in_features), opt_(std::move(opt)) {
+    pin_eigen_blocking();
     if (opt_.double_accumulation) hd_ = Eigen::MatrixXd::Zero(static_cast<Eigen::Index>(n_), static_cast<Eigen::Index>(n_));
     else hf_ = Eigen::MatrixXf::Zero(static_cast<Eigen::Index>(n_), static_cast<Eigen::Index>(n_));
   }
@@ -196,7 +198,9 @@ class hessian_accumulator {
     const Eigen::Index n = m.rows(), k = xt.cols();
     const int threads = detail::resolve_threads(opt_.threads);
     constexpr Eigen::Index strip = 128;
-    if (threads <= 1 || n < 2 * strip || k < 64) {
+    // The strip decomposition fixes the summation order; threads only share the strips out, so H
+    // is the same for any thread count (a single selfadjoint rankUpdate would round differently).
+    if (n < 2 * strip || k < 64) {
       m.template selfadjointView<Eigen::Lower>().rankUpdate(xt, alpha);
     } else {
       // Column strips of the lower triangle; the tallest strips (left) first.

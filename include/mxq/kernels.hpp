@@ -2,7 +2,12 @@
 //   mxq::quantize / dequantize / fake_quant (quantize.hpp) route to kernel/quantize.hpp;
 //   mxq::gemv / gemm (gemm.hpp) run kernel/gemv.hpp. Include this for direct kernel access
 //   (mxq::kernel::can_quantize, has_fast_quant, quantize_into, parallel_ranges, ...).
+//
+//   constexpr bool fast = mxq::kernel::has_fast_quant<mxq::mxfp4>;   // kernels exist for the format
+//   bool simd = mxq::kernel::can_quantize<mxq::mxfp4>(opts);          // ... and run in this build (AVX2+FMA)
+//   mxq::kernel::parallel_ranges(rows, threads, 16, [&](std::size_t r0, std::size_t r1) { ... });
 #pragma once
+#include "format.hpp"
 #include "gemm.hpp"
 #include "kernel/gemv.hpp"
 #include "kernel/pack.hpp"

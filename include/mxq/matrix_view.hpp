@@ -1,4 +1,10 @@
 // A non-owning strided 2-D view over caller memory (no std::mdspan on g++ 12).
+//
+//   std::vector<float> buf(rows * cols);
+//   mxq::matrix_view<float> v(buf.data(), rows, cols);         // row-major, contiguous rows
+//   v(r, c) = 1.0f;                                             // buf[r * cols + c]
+//   mxq::matrix_view<const float> t = v.t();                    // [cols, rows] over the same memory
+//   mxq::matrix_view<const float> col(buf.data() + c, rows, 1, cols);  // column c (row stride cols)
 #pragma once
 #include <cstddef>
 #include <type_traits>

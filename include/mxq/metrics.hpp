@@ -1,4 +1,4 @@
-// Error metrics of a quantized linear layer y = W x.
+// Error metrics of a quantized linear layer y = W x (all arguments mxq::matrix_view<const float>).
 //
 //   relative_output_error(W, Q, X)      = ‖Q Xᵀ − W Xᵀ‖²_F / ‖W Xᵀ‖²_F
 //   relative_output_error(W, Q, X, Xq)  = ‖Q Xqᵀ − W Xᵀ‖²_F / ‖W Xᵀ‖²_F   (quantized / transformed inputs)

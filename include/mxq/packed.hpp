@@ -1,4 +1,10 @@
 // packed_matrix: bit-packed element codes + per-block scales (+ zero points, + tensor scale).
+//
+//   mxq::packed_matrix<mxq::mxfp4> q(rows, cols);              // all codes and scales zero
+//   q.set_code(r, c, 0x7);                                      // E2M1 code of element (r, c)
+//   q.scale(r, c / q.block_length()) = 127;                     // E8M0 scale 2^0 of its block
+//   float v = mxq::decode_element<mxq::e2m1>(q.code(r, c), q.params(r, c / q.block_length()));  // 6.0
+//   std::size_t bytes = q.storage_bytes();                      // codes + scales (+ zeros, tensor scale)
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -7,6 +13,7 @@
 #include <vector>
 
 #include "config.hpp"
+#include "format.hpp"
 #include "format/block.hpp"
 
 namespace mxq {

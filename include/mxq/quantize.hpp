@@ -1,5 +1,11 @@
 // Round-to-nearest block quantization: quantize (-> packed_matrix), dequantize, fake_quant.
 //
+//   mxq::matrix_view<const float> W(w.data(), out, in);        // row-major [out, in]
+//   auto q = mxq::quantize<mxq::mxfp4>(W);                     // packed_matrix<mxfp4>
+//   std::vector<float> d = mxq::dequantize(q);                 // [out, in] row-major
+//   mxq::fake_quant<mxq::mxfp4>(W, mxq::matrix_view<float>(o.data(), out, in));  // == d, no packed form
+//   auto q2 = mxq::quantize<mxq::mxfp4>(W, {.scale_rule = mxq::scale_rule::mse});
+//
 // mxq::quantize / dequantize / fake_quant run the SIMD kernels (kernel/quantize.hpp) when the
 // format, layout and options have one (E8M0 formats with mini-float or MXINT elements, NVFP4;
 // every rounding mode but stochastic; every scale rule) and the translation unit is compiled
@@ -18,6 +24,7 @@
 #include <vector>
 
 #include "config.hpp"
+#include "format.hpp"
 #include "format/block.hpp"
 #include "matrix_view.hpp"
 #include "packed.hpp"

@@ -1,9 +1,13 @@
-// Composition of SmoothQuant -> AWQ -> GPTQ (or RTN) for one group of linears sharing an input,
-// in the order the dependencies force (ptq-algorithms.md §6.1), with any subset of the steps and
-// any weight format, plus the activation format of the recipe (W4A8 = MXINT4 weights with MXINT8
-// activations, fake-quantized along the input dimension).
+// The one composition of SmoothQuant -> AWQ -> GPTQ (or RTN), in the order the dependencies force
+// (ptq-algorithms.md §6.1), with any subset of the steps and any weight format, plus the
+// activation format of the recipe (W4A8 = MXINT4 weights with MXINT8 activations, fake-quantized
+// along the input dimension). A recipe drives one group of linears here, and a whole model in
+// mxq::llm::quantize_model (<mxq/llm/quantize_model.hpp>), through the same three phases.
 //
+//   #include <mxq/recipe.hpp>
 //   namespace st = mxq::step;
+//   std::vector<mxq::row_matrix_f> linears = {w_q, w_k, w_v};   // [out_i, in], sharing the input
+//   mxq::row_matrix_f calib = ...;                              // [tokens, in]
 //   auto r = mxq::quantize_group<mxq::mxint4>(linears, calib,
 //                                             mxq::recipe{st::smoothquant{0.5f}, st::awq{}, st::gptq{},
 //                                                         st::act<mxq::mxint8>{}});
@@ -11,15 +15,17 @@
 //   // r.scales: s, to fold into the op that produces the group's input (fold_into_norm /
 //   // fold_into_previous_linear divide it by s).
 //
-// Per group (a calibration pipeline calls this per linear group of a decoder layer):
-//   inputs  X [tokens, in] (fp32, row-major Eigen or matrix_view) and 1..n weights W_i [out_i, in]
-//   1. SmoothQuant: s1 from max|X| and the group's column max (alpha, or an alpha grid searched with
-//      the weight format and the activation format in the loop); W_i *= s1, X /= s1.
-//   2. AWQ: the ratio grid on the smoothed X and W (loss = the group's output error with the weight
-//      format's fake-quant, and Qa(X / s) when activations are quantized); W_i *= s2, X /= s2; then
-//      the clip search when the weights are finished by RTN (the reference recipe: scale + clip for
-//      RTN, scale only before GPTQ).
-//   3. GPTQ with H = (2/n) Qa(X)^T Qa(X) (the inputs the quantized layer will see), or RTN.
+// Per group, inputs X [tokens, in] (fp32, row-major Eigen or matrix_view), weights W_i [out_i, in]:
+//   scale_group   1. SmoothQuant: s1 from max|X| and the group's column max (alpha, or an alpha grid
+//                    searched with the weight format and the activation format in the loop);
+//                    W_i *= s1, X /= s1.
+//                 2. AWQ: the ratio grid on the smoothed X and W (loss = the group's output error, or
+//                    the caller's block output, with the weight format's fake-quant and Qa(X / s)
+//                    when activations are quantized); before GPTQ, gptq_in_loop verify/grid finishes
+//                    candidate ratios with GPTQ and keeps the lowest output error. W_i *= s2.
+//   clip          AWQ's clip search when RTN finishes the weights (scale + clip for RTN, scale only
+//                 before GPTQ).
+//   finish_group  3. GPTQ with H = (2/n) Qa(X)^T Qa(X) (the inputs the quantized layer will see), or RTN.
 //   s = s1 * s2. The previous op is divided by s; the returned weights already contain the factor.
 //   When the previous op cannot absorb a per-channel scale (grouped-query v_proj -> o_proj:
 //   can_fold_linear_into_linear is false) pass group_options::can_scale = false: SmoothQuant and AWQ
@@ -28,6 +34,7 @@
 #include <Eigen/Core>
 #include <cmath>
 #include <cstddef>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <span>
@@ -50,25 +57,23 @@
 
 namespace mxq {
 
-// The steps a recipe is made of.
+// The steps a recipe is made of. Each embeds its algorithm's own options struct; the recipe fills
+// in what is the recipe's (activation format, weight rounding, threads) when it runs the step.
 namespace step {
 
 struct smoothquant {
-  float alpha = 0.5f;                // the reference recipe: 0.5
-  std::vector<float> alpha_grid{};   // non-empty: search these alphas (default_alpha_grid())
-  std::size_t search_tokens = 512;   // tokens in the alpha-search loss (0 = all)
+  smoothquant_options options{};  // alpha (0.5, the reference recipe), alpha_grid, search_tokens, min_scale
+  smoothquant() = default;
+  explicit smoothquant(float alpha) { options.alpha = alpha; }
+  explicit smoothquant(smoothquant_options o) : options(std::move(o)) {}
 };
 
 struct awq {
+  awq_options options{};  // n_grid, search_tokens (0 = all, like llm-awq), clip_grid, max_shrink, clip_tokens
   enum class clip_mode { automatic, on, off };
   clip_mode clip = clip_mode::automatic;  // automatic: clip search when finished by RTN, none before GPTQ
-  int n_grid = 20;
-  std::size_t search_tokens = 0;  // tokens in the scale-search loss (0 = all, like llm-awq)
-  int clip_grid = 20;
-  float max_shrink = 0.5f;
-  std::size_t clip_tokens = 512;
   // Before GPTQ the grid is searched with RTN in the loop (llm-awq); then
-  //   off    - keep that ratio (the reference recipe)
+  //   off    - keep that ratio (llm-awq + GPTQ as published)
   //   verify - finish the group with GPTQ at that ratio and at ratio 0 (s = 1) and keep the lower
   //            output error on the calibration inputs: AWQ+GPTQ is never worse than GPTQ there (default)
   //   grid   - GPTQ at every ratio of the grid (n_grid GPTQ runs)
@@ -104,7 +109,8 @@ concept recipe_step = std::is_same_v<std::remove_cvref_t<T>, step::smoothquant> 
                       is_act_step<std::remove_cvref_t<T>>::value;
 
 // Which steps run, and with what settings. The order of application is fixed (SmoothQuant, AWQ,
-// GPTQ/RTN) whatever order the steps are listed in.
+// GPTQ/RTN) whatever order the steps are listed in. The same recipe drives one group of linears
+// (quantize_group) and a whole model (mxq::llm::quantize_model).
 struct recipe {
   std::optional<step::smoothquant> smoothquant{};
   std::optional<step::awq> awq{};
@@ -127,6 +133,29 @@ struct recipe {
   template <format_type A>
   recipe& add(const step::act<A>& a) { act = make_activation_quant<A>(a.options); return *this; }
 
+  // Whether anything needs calibration inputs (plain RTN does not).
+  bool calibrates() const noexcept { return smoothquant || awq || gptq; }
+  // Whether AWQ's clip search runs (automatic: when RTN finishes the weights).
+  bool clips() const noexcept {
+    return awq && (awq->clip == step::awq::clip_mode::on || (awq->clip == step::awq::clip_mode::automatic && !gptq));
+  }
+  // The steps' options as the algorithms take them, with the recipe's own settings filled in.
+  smoothquant_options smoothquant_opts() const {
+    smoothquant_options o = smoothquant ? smoothquant->options : smoothquant_options{};
+    o.act = act;
+    o.weight_opt = weight_opt;
+    o.threads = threads;
+    return o;
+  }
+  awq_options awq_opts() const {
+    awq_options o = awq ? awq->options : awq_options{};
+    o.clip = clips();
+    o.act = act;
+    o.weight_opt = weight_opt;
+    o.threads = threads;
+    return o;
+  }
+
   // "sq+awq+gptq", "awq+rtn", "rtn", ...; with "/a:<format>" when activations are quantized.
   std::string name() const {
     std::string n;
@@ -138,44 +167,19 @@ struct recipe {
   }
 };
 
-// A recipe from a method name: '+'-separated steps in application order, among sq (smoothquant),
-// awq, gptq and rtn, e.g. "awq", "awq+gptq", "sq+rtn", "sq+gptq", "sq+awq+gptq". A name without
-// gptq finishes with RTN. `act_format` ("" = none) names the activation format.
-inline recipe parse_recipe(std::string_view method, float alpha = 0.5f, std::string_view act_format = {}) {
-  recipe r;
-  int last = -1;  // 0 sq, 1 awq, 2 gptq/rtn
-  std::string_view rest = method;
-  if (rest.empty()) throw error("empty method name");
-  while (!rest.empty()) {
-    const std::size_t p = rest.find('+');
-    const std::string_view part = rest.substr(0, p);
-    rest = p == std::string_view::npos ? std::string_view{} : rest.substr(p + 1);
-    int rank;
-    if (part == "sq" || part == "smoothquant") rank = 0, r.smoothquant = step::smoothquant{alpha};
-    else if (part == "awq") rank = 1, r.awq = step::awq{};
-    else if (part == "gptq") rank = 2, r.gptq = step::gptq{};
-    else if (part == "rtn") rank = 2;
-    else
-      throw error("unknown step '" + std::string(part) + "' in method '" + std::string(method) +
-                  "' (steps: sq, awq, gptq, rtn joined by '+')");
-    if (rank <= last)
-      throw error("method '" + std::string(method) +
-                  "': steps must appear once each, in the order sq, awq, gptq|rtn (SmoothQuant changes the "
-                  "statistics AWQ sees; GPTQ finishes the weights)");
-    last = rank;
-  }
-  r.act = activation_quant_by_name(act_format);
-  return r;
-}
-
-// What the pipeline knows about the group beyond its weights and inputs.
+// What the caller knows about the group beyond its weights and inputs.
 struct group_options {
   std::string name{};               // for error messages, e.g. "layers.3.self_attn.qkv"
   bool can_scale = true;            // false: the previous op cannot absorb s (GQA v->o): no SQ/AWQ
+  bool smoothquant = true;          // false: SmoothQuant skips this group (only a norm can absorb it, say)
   std::vector<bool> clip{};         // per linear: false skips AWQ's clip (llm-awq skips q/k); empty = all
   std::span<const float> act_max{};  // SmoothQuant statistic over more calibration than X (max|x|)
   std::span<const float> x_mean{};   // AWQ statistic over more calibration than X (mean|x|)
   bool compute_error = true;        // fill group_result::output_error
+  // AWQ's scale-search loss: empty = the group's own outputs X W_i^T; otherwise the caller's block
+  // output for candidate weights (same order and shapes as the group's) and the candidate's s
+  // (empty for the reference call), e.g. the attention or MLP block as llm-awq inspects them.
+  std::function<row_matrix_f(std::span<const matrix_view<const float>>, std::span<const float>)> awq_block{};
 };
 
 template <format_type F, class Layout = lsb_first_layout>
@@ -186,7 +190,7 @@ struct group_result {
   std::vector<float> smooth_scales;              // SmoothQuant's part of s (empty if it did not run)
   std::vector<float> awq_scales;                 // AWQ's part of s (empty if it did not run)
   float alpha = std::numeric_limits<float>::quiet_NaN();      // SmoothQuant's alpha
-  float awq_ratio = std::numeric_limits<float>::quiet_NaN();  // AWQ's best ratio
+  float awq_ratio = std::numeric_limits<float>::quiet_NaN();  // AWQ's chosen ratio (after verify)
   std::vector<awq_clip_result> clips;            // per linear (empty entries: no clip)
   std::vector<double> gptq_loss;                 // per linear (GPTQ only)
   // sum_i ||Q_i Qa(X / s)^T - W_i X^T||^2 / sum_i ||W_i X^T||^2 on the given X (group_options::compute_error)
@@ -213,42 +217,93 @@ inline double group_error(const std::vector<row_matrix_f>& q, const row_matrix_f
   return num;
 }
 
-template <format_type F, class Layout>
-finished_group<F, Layout> finish_group(const std::vector<row_matrix_f>& w, const row_matrix_f& xs, const recipe& rc,
-                                       const std::string& name, const std::vector<row_matrix_f>* ref) {
-  finished_group<F, Layout> out;
+}  // namespace detail::calib
+
+// The recipe's last step on a group of (already scaled) linears: GPTQ with H = (2/n) Qa(X)^T Qa(X)
+// built from `x` (the inputs the quantized group sees, before activation quantization), or RTN.
+// `x` may be empty for RTN. The driver of a whole model calls this with the true-sequential inputs.
+template <format_type F, class Layout = lsb_first_layout>
+detail::calib::finished_group<F, Layout> finish_group(std::span<const matrix_view<const float>> weights,
+                                                      matrix_view<const float> x, const recipe& rc,
+                                                      const std::string& name = {}) {
+  detail::calib::finished_group<F, Layout> out;
   if (rc.gptq) {
-    const row_matrix_f xq = rc.act ? rc.act(view_of(xs)) : xs;
     hessian_options ho;
     ho.name = name;
-    hessian_accumulator h(static_cast<std::size_t>(xs.cols()), ho);
-    h.add(view_of(xq));
-    for (const auto& m : w) {
-      gptq_result<F, Layout> g = mxq::gptq<F, Layout>(view_of(m), h.matrix(), rc.gptq->options);
+    ho.threads = rc.gptq->options.threads;
+    hessian_accumulator h(x.cols, ho);
+    if (rc.act) {
+      const row_matrix_f xq = rc.act(x);
+      h.add(view_of(xq));
+    } else {
+      h.add(x);
+    }
+    for (const auto& m : weights) {
+      gptq_result<F, Layout> g = mxq::gptq<F, Layout>(m, h.matrix(), rc.gptq->options);
       out.weights.push_back(Eigen::Map<const row_matrix_f>(g.dequantized.data(), static_cast<Eigen::Index>(g.rows),
                                                            static_cast<Eigen::Index>(g.cols)));
       out.packed.push_back(std::move(g.packed));
       out.gptq_loss.push_back(g.loss);
     }
   } else {
-    for (const auto& m : w) {
-      packed_matrix<F, Layout> p = quantize<F, Layout>(view_of(m), rc.weight_opt);
-      row_matrix_f q(m.rows(), m.cols());
+    for (const auto& m : weights) {
+      packed_matrix<F, Layout> p = quantize<F, Layout>(m, rc.weight_opt);
+      row_matrix_f q(static_cast<Eigen::Index>(m.rows), static_cast<Eigen::Index>(m.cols));
       dequantize(p, view_of(q));
       out.weights.push_back(std::move(q));
       out.packed.push_back(std::move(p));
     }
   }
-  if (ref) out.error = group_error(out.weights, xs, rc.act, *ref);
   return out;
+}
+
+// The scaling part of a recipe on one group (SmoothQuant, then AWQ's scale search and, before
+// GPTQ, its verify/grid choice): what a caller folds into the op that produces the group's input
+// (previous op /= smooth_scales, then /= awq_scales) before it quantizes anything.
+template <format_type F, class Layout = lsb_first_layout>
+struct group_scaling {
+  std::vector<row_matrix_f> weights;  // W_i diag(s) (not clipped, not quantized)
+  std::vector<float> scales;          // s = smooth_scales * awq_scales (ones when nothing ran)
+  std::vector<float> smooth_scales, awq_scales;
+  float alpha = std::numeric_limits<float>::quiet_NaN();
+  float awq_ratio = std::numeric_limits<float>::quiet_NaN();
+  // With gptq_in_loop verify/grid: the winning candidate as finish_group left it on X / s (clipped
+  // first when the recipe clips), and its error against the unscaled reference.
+  std::optional<detail::calib::finished_group<F, Layout>> finished;
+  std::vector<awq_clip_result> clips;  // the winning candidate's clips (when `finished` holds it)
+};
+
+namespace detail::calib {
+
+inline std::vector<row_matrix_f> to_eigen_all(std::span<const matrix_view<const float>> weights) {
+  std::vector<row_matrix_f> w;
+  for (auto v : weights) w.push_back(to_eigen(v));
+  return w;
+}
+inline std::vector<matrix_view<const float>> views_of(const std::vector<row_matrix_f>& w) {
+  std::vector<matrix_view<const float>> v;
+  for (const auto& m : w) v.push_back(view_of(m));
+  return v;
+}
+
+// AWQ's clip search on scaled weights w with inputs xs = X / s, applied in place (group_options::clip).
+template <format_type F>
+std::vector<awq_clip_result> clip_in_place(std::vector<row_matrix_f>& w, const row_matrix_f& xs, const awq_options& ao,
+                                           const std::vector<bool>& mask) {
+  std::vector<awq_clip_result> clips(w.size());
+  for (std::size_t i = 0; i < w.size(); ++i) {
+    if (!mask.empty() && !mask[i]) continue;
+    clips[i] = awq_search_clip<F>(view_of(w[i]), view_of(xs), ao);
+    apply_clip(view_of(w[i]), clips[i]);
+  }
+  return clips;
 }
 
 }  // namespace detail::calib
 
-// The recipe on one group of linears [out_i, in] sharing the calibration inputs x [tokens, in].
 template <format_type F, class Layout = lsb_first_layout>
-group_result<F, Layout> quantize_group(std::span<const matrix_view<const float>> weights, matrix_view<const float> x,
-                                       const recipe& rc, const group_options& go = {}) {
+group_scaling<F, Layout> scale_group(std::span<const matrix_view<const float>> weights, matrix_view<const float> x,
+                                     const recipe& rc, const group_options& go = {}) {
   namespace dc = detail::calib;
   const std::string who = go.name.empty() ? std::string("quantize_group") : "quantize_group '" + go.name + "'";
   dc::check_group(weights, x.cols, who.c_str());
@@ -261,106 +316,112 @@ group_result<F, Layout> quantize_group(std::span<const matrix_view<const float>>
         if (!std::isfinite(w(r, c)))
           throw error(who + ": weight [" + std::to_string(r) + ", " + std::to_string(c) + "] is not finite");
   const std::size_t in = x.cols;
-  group_result<F, Layout> res;
+  group_scaling<F, Layout> res;
   res.scales.assign(in, 1.0f);
+  res.weights = dc::to_eigen_all(weights);
+  const bool sq_runs = rc.smoothquant && go.can_scale && go.smoothquant;
+  const bool awq_runs = rc.awq && go.can_scale;
+  if (!sq_runs && !awq_runs) return res;
   activation_stats stats(in, go.name);
   stats.add(x);  // named NaN/Inf errors before any work
-
-  std::vector<row_matrix_f> w;
-  for (auto v : weights) w.push_back(dc::to_eigen(v));
-  auto views = [&] {
-    std::vector<matrix_view<const float>> v;
-    for (const auto& m : w) v.push_back(view_of(m));
-    return v;
-  };
   row_matrix_f xs = dc::to_eigen(x);  // X / s so far
 
-  const bool awq_runs = rc.awq && go.can_scale;
-  const bool gptq_check = awq_runs && rc.gptq && rc.awq->gptq_in_loop != step::awq::gptq_mode::off;
-  // Reference outputs X W_i^T, for the reported error and the GPTQ-in-the-loop comparisons.
-  std::vector<row_matrix_f> ref;
-  double ref_energy = 0.0;
-  if (go.compute_error || gptq_check)
-    for (const auto& m : w) {
-      ref.push_back(xs * m.transpose());
-      ref_energy += ref.back().cast<double>().squaredNorm();
-    }
-
   // 1. SmoothQuant
-  if (rc.smoothquant && go.can_scale) {
-    smoothquant_options so;
-    so.alpha = rc.smoothquant->alpha;
-    so.alpha_grid = rc.smoothquant->alpha_grid;
-    so.search_tokens = rc.smoothquant->search_tokens;
-    so.act = rc.act;
-    so.weight_opt = rc.weight_opt;
-    so.threads = rc.threads;
+  if (sq_runs) {
     const std::vector<float> amax =
         go.act_max.empty() ? stats.max_abs() : std::vector<float>(go.act_max.begin(), go.act_max.end());
-    const auto v = views();
-    smoothquant_result r = smoothquant_search<F>(view_of(xs), v, so, amax);
-    for (auto& m : w) scale_columns(view_of(m), r.scales);
+    const auto v = dc::views_of(res.weights);
+    smoothquant_result r = smoothquant_search<F>(view_of(xs), v, rc.smoothquant_opts(), amax);
+    for (auto& m : res.weights) scale_columns(view_of(m), r.scales);
     divide_columns(view_of(xs), r.scales);
     for (std::size_t j = 0; j < in; ++j) res.scales[j] *= r.scales[j];
     res.alpha = r.alpha;
     res.smooth_scales = std::move(r.scales);
   }
+  if (!awq_runs) return res;
 
-  // 2. AWQ
-  res.clips.resize(w.size());
-  std::optional<dc::finished_group<F, Layout>> done;
-  if (awq_runs) {
-    awq_options ao;
-    ao.n_grid = rc.awq->n_grid;
-    ao.search_tokens = rc.awq->search_tokens;
-    ao.clip = rc.awq->clip == step::awq::clip_mode::on || (rc.awq->clip == step::awq::clip_mode::automatic && !rc.gptq);
-    ao.clip_grid = rc.awq->clip_grid;
-    ao.max_shrink = rc.awq->max_shrink;
-    ao.clip_tokens = rc.awq->clip_tokens;
-    ao.act = rc.act;
-    ao.weight_opt = rc.weight_opt;
-    ao.threads = rc.threads;
-    std::vector<float> mean =
-        go.x_mean.empty() ? stats.mean_abs() : std::vector<float>(go.x_mean.begin(), go.x_mean.end());
-    if (mean.size() != in)
-      throw error(who + ": " + std::to_string(mean.size()) + " activation means for " + std::to_string(in) + " channels");
-    for (std::size_t j = 0; j < in; ++j) mean[j] /= res.scales[j];  // mean|x / s1| = mean|x| / s1
-    const auto v = views();
-    awq_scale_result sr = awq_search_scale<F>(view_of(xs), v, ao, mean);
-    if (gptq_check) {
-      // The candidates GPTQ finishes: the RTN-searched ratio and ratio 0 (s = 1), or the whole grid.
-      std::vector<float> cand = {sr.ratio};
-      if (rc.awq->gptq_in_loop == step::awq::gptq_mode::grid) cand = sr.ratios;
-      else if (sr.ratio != 0.0f) cand.push_back(0.0f);
-      for (float ratio : cand) {
-        const std::vector<float> s = awq_scales(mean, ratio, ao.min_scale);
-        std::vector<row_matrix_f> wc = w;
-        for (auto& m : wc) scale_columns(view_of(m), s);
-        row_matrix_f xc = xs;
-        divide_columns(view_of(xc), s);
-        auto f = dc::finish_group<F, Layout>(wc, xc, rc, go.name, &ref);
-        if (!done || f.error < done->error) done = std::move(f), sr.ratio = ratio, sr.scales = s;
+  // 2. AWQ scale search (RTN in the loop), on the smoothed X and W
+  const awq_options ao = rc.awq_opts();
+  std::vector<float> mean =
+      go.x_mean.empty() ? stats.mean_abs() : std::vector<float>(go.x_mean.begin(), go.x_mean.end());
+  if (mean.size() != in)
+    throw error(who + ": " + std::to_string(mean.size()) + " activation means for " + std::to_string(in) + " channels");
+  for (std::size_t j = 0; j < in; ++j) mean[j] /= res.scales[j];  // mean|x / s1| = mean|x| / s1
+  const auto v = dc::views_of(res.weights);
+  awq_scale_result sr =
+      go.awq_block ? awq_search_scale<F>(std::span<const float>(mean), std::span<const matrix_view<const float>>(v),
+                                         go.awq_block, ao)
+                   : awq_search_scale<F>(view_of(xs), std::span<const matrix_view<const float>>(v), ao, mean);
+
+  // 3. Before GPTQ: finish candidate ratios with GPTQ and keep the one with the lower output error.
+  if (rc.gptq && rc.awq->gptq_in_loop != step::awq::gptq_mode::off) {
+    std::vector<row_matrix_f> ref;  // X W_i^T with the unscaled weights
+    const row_matrix_f x0 = dc::to_eigen(x);
+    for (auto w : weights) ref.push_back(x0 * dc::to_eigen(w).transpose());
+    std::vector<float> cand = {sr.ratio};
+    if (rc.awq->gptq_in_loop == step::awq::gptq_mode::grid) cand = sr.ratios;
+    else if (sr.ratio != 0.0f) cand.push_back(0.0f);
+    for (float ratio : cand) {
+      const std::vector<float> s = awq_scales(mean, ratio, ao.min_scale);
+      std::vector<row_matrix_f> wc = res.weights;
+      for (auto& m : wc) scale_columns(view_of(m), s);
+      row_matrix_f xc = xs;
+      divide_columns(view_of(xc), s);
+      std::vector<awq_clip_result> clips;
+      if (ao.clip) clips = dc::clip_in_place<F>(wc, xc, ao, go.clip);
+      auto f = finish_group<F, Layout>(dc::views_of(wc), view_of(xc), rc, go.name);
+      f.error = dc::group_error(f.weights, xc, rc.act, ref);
+      if (!res.finished || f.error < res.finished->error) {
+        res.finished = std::move(f);
+        res.clips = std::move(clips);
+        sr.ratio = ratio;
+        sr.scales = s;
       }
     }
-    for (auto& m : w) scale_columns(view_of(m), sr.scales);
-    divide_columns(view_of(xs), sr.scales);
-    for (std::size_t j = 0; j < in; ++j) res.scales[j] *= sr.scales[j];
-    res.awq_ratio = sr.ratio;
-    if (ao.clip)
-      for (std::size_t i = 0; i < w.size(); ++i) {
-        if (!go.clip.empty() && !go.clip[i]) continue;
-        res.clips[i] = awq_search_clip<F>(view_of(w[i]), view_of(xs), ao);
-        apply_clip(view_of(w[i]), res.clips[i]);
-      }
-    res.awq_scales = std::move(sr.scales);
   }
+  for (auto& m : res.weights) scale_columns(view_of(m), sr.scales);
+  for (std::size_t j = 0; j < in; ++j) res.scales[j] *= sr.scales[j];
+  res.awq_ratio = sr.ratio;
+  res.awq_scales = std::move(sr.scales);
+  return res;
+}
 
-  // 3. GPTQ on the inputs the quantized layer sees (H from Qa(X / s)), or RTN
-  if (!done) done = dc::finish_group<F, Layout>(w, xs, rc, go.name, go.compute_error ? &ref : nullptr);
+// The recipe on one group of linears [out_i, in] sharing the calibration inputs x [tokens, in]:
+// scale_group, AWQ's clip search where the recipe clips, then finish_group on X / s.
+template <format_type F, class Layout = lsb_first_layout>
+group_result<F, Layout> quantize_group(std::span<const matrix_view<const float>> weights, matrix_view<const float> x,
+                                       const recipe& rc, const group_options& go = {}) {
+  namespace dc = detail::calib;
+  group_scaling<F, Layout> sc = scale_group<F, Layout>(weights, x, rc, go);
+  group_result<F, Layout> res;
+  row_matrix_f xs = dc::to_eigen(x);
+  divide_columns(view_of(xs), sc.scales);
+  std::optional<dc::finished_group<F, Layout>> done = std::move(sc.finished);
+  res.clips = std::move(sc.clips);
+  if (!done) {
+    if (rc.clips() && go.can_scale) res.clips = dc::clip_in_place<F>(sc.weights, xs, rc.awq_opts(), go.clip);
+    done = finish_group<F, Layout>(dc::views_of(sc.weights), view_of(xs), rc, go.name);
+  }
+  res.clips.resize(weights.size());
+  if (go.compute_error) {
+    std::vector<row_matrix_f> ref;
+    double ref_energy = 0.0;
+    const row_matrix_f x0 = dc::to_eigen(x);
+    for (auto w : weights) {
+      ref.push_back(x0 * dc::to_eigen(w).transpose());
+      ref_energy += ref.back().cast<double>().squaredNorm();
+    }
+    const double e = dc::group_error(done->weights, xs, rc.act, ref);
+    res.output_error = ref_energy > 0.0 ? e / ref_energy : e;
+  }
   res.weights = std::move(done->weights);
   res.packed = std::move(done->packed);
   res.gptq_loss = std::move(done->gptq_loss);
-  if (go.compute_error) res.output_error = ref_energy > 0.0 ? done->error / ref_energy : done->error;
+  res.scales = std::move(sc.scales);
+  res.smooth_scales = std::move(sc.smooth_scales);
+  res.awq_scales = std::move(sc.awq_scales);
+  res.alpha = sc.alpha;
+  res.awq_ratio = sc.awq_ratio;
   return res;
 }
 

@@ -11,6 +11,13 @@
 // alpha defaults to 0.5; smoothquant_search<F> optionally tries a grid of alphas and keeps the one
 // with the least group output error ||Q_F(W_i s) Q_A(X / s)^T - W_i X^T||^2 under the weight
 // format F and the activation quantizer A (e.g. MXINT8 in blocks of 32 along the channels).
+//
+//   const mxq::matrix_view<const float> group[] = {Wq, Wk, Wv};           // [out_i, in], sharing X [tokens, in]
+//   std::vector<float> s = mxq::smoothquant_scales(mxq::collect_stats(X).max_abs(), group, 0.5f);
+//   auto r = mxq::smoothquant_search<mxq::mxint8>(X, group, {.alpha_grid = mxq::default_alpha_grid(),
+//                                                            .act = mxq::make_activation_quant<mxq::mxint8>()});
+//   for (auto W : weights) mxq::scale_columns(W, r.scales);                // matrix_view<float> W_i *= s
+//   mxq::fold_into_norm(gamma, beta, r.scales);                            // norm weight (and bias) /= s
 #pragma once
 #include <Eigen/Core>
 #include <algorithm>
@@ -22,6 +29,7 @@
 #include <vector>
 
 #include "config.hpp"
+#include "detail/eigen_blocking.hpp"
 #include "format/block.hpp"
 #include "matrix_view.hpp"
 #include "quant/options.hpp"
@@ -77,11 +85,13 @@ inline void fold_into_previous_linear(matrix_view<float> prev, std::span<float> 
   }
 }
 
-// llm-awq's rule for a linear -> linear scaling (v_proj -> o_proj, PR #67): only when both weights
-// have the same shape. Under grouped-query attention v_proj has fewer rows than o_proj has input
-// channels (each KV head feeds several query heads), so the pair is skipped.
+// Whether a per-channel scale on next's inputs can be folded into the linear prev that produces
+// them: prev's output rows must be next's input columns one to one (llm-awq's scale_fc_fc, used
+// for v_proj -> o_proj and up_proj -> down_proj). Under grouped-query attention v_proj has fewer
+// rows than o_proj has input channels (each KV head feeds several query heads), so that pair is
+// skipped; up_proj [intermediate, hidden] -> down_proj [hidden, intermediate] always folds.
 inline bool can_fold_linear_into_linear(matrix_view<const float> prev, matrix_view<const float> next) noexcept {
-  return prev.rows == next.rows && prev.cols == next.cols;
+  return prev.rows == next.cols;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -100,6 +110,7 @@ class linear_group_loss {
   linear_group_loss(matrix_view<const float> x, std::span<const matrix_view<const float>> w, activation_quant act,
                     std::size_t max_tokens = 0, int threads = 0)
       : act_(std::move(act)), threads_(resolve_threads(threads)) {
+    pin_eigen_blocking();
     check_group(w, x.cols, "linear_group_loss");
     x_ = sample_rows(x, max_tokens);
     tokens_ = static_cast<std::size_t>(x_.rows());

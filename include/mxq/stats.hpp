@@ -9,6 +9,12 @@
 //
 // Also here: activation_quant (a type-erased activation fake-quantizer, e.g. MXINT8 along the
 // input dimension for W4A8) and the row-major Eigen helpers the searches use.
+//
+//   mxq::activation_stats st(in, "layers.0.mlp.down_proj");
+//   for (auto& batch : calibration) st.add(batch);              // matrix_view<const float> [tokens, in]
+//   std::vector<float> amax = st.max_abs(), xmean = st.mean_abs(), ex2 = st.mean_sq();
+//   mxq::activation_quant a8 = mxq::activation_quant_by_name("mxint8");
+//   mxq::row_matrix_f Xq = a8(X);                                // fake-quantized copy of X
 #pragma once
 #include <Eigen/Core>
 #include <algorithm>

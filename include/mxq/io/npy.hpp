@@ -95,7 +95,7 @@ struct npy_array {
     for (std::size_t i = 0; i < out.size(); ++i) {
       std::uint16_t h;
       std::memcpy(&h, data.data() + 2 * i, 2);
-      out[i] = detail::io::half_to_float(h);
+      out[i] = detail::half_bits_to_float(h);
     }
     return out;
   }

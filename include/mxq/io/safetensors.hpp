@@ -235,8 +235,8 @@ inline bool convert_to_f32(st_dtype t, const std::byte* src, std::size_t n, floa
   using namespace detail::io;
   switch (t) {
     case st_dtype::F32: if (n) std::memcpy(dst, src, n * 4); return true;
-    case st_dtype::BF16: for (std::size_t i = 0; i < n; ++i) dst[i] = bf16_to_float(load_le<std::uint16_t>(src + 2 * i)); return true;
-    case st_dtype::F16: for (std::size_t i = 0; i < n; ++i) dst[i] = half_to_float(load_le<std::uint16_t>(src + 2 * i)); return true;
+    case st_dtype::BF16: for (std::size_t i = 0; i < n; ++i) dst[i] = mxq::detail::bf16_bits_to_float(load_le<std::uint16_t>(src + 2 * i)); return true;
+    case st_dtype::F16: for (std::size_t i = 0; i < n; ++i) dst[i] = mxq::detail::half_bits_to_float(load_le<std::uint16_t>(src + 2 * i)); return true;
     case st_dtype::F64: for (std::size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(load_le<double>(src + 8 * i)); return true;
     case st_dtype::F8_E4M3: for (std::size_t i = 0; i < n; ++i) dst[i] = fp8_e4m3fn_to_float(std::uint8_t(src[i])); return true;
     case st_dtype::F8_E5M2: for (std::size_t i = 0; i < n; ++i) dst[i] = fp8_e5m2_to_float(std::uint8_t(src[i])); return true;
@@ -432,7 +432,7 @@ class safetensors_writer {
   // Rounds to bfloat16 (nearest even).
   void add_bf16(std::string name, std::vector<std::size_t> shape, std::span<const float> values) {
     std::vector<std::uint16_t> b(values.size());
-    for (std::size_t i = 0; i < b.size(); ++i) b[i] = detail::io::float_to_bf16(values[i]);
+    for (std::size_t i = 0; i < b.size(); ++i) b[i] = detail::float_to_bf16_bits(values[i]);
     add(std::move(name), st_dtype::BF16, std::move(shape), std::as_bytes(std::span<const std::uint16_t>(b)));
   }
   std::size_t size() const { return entries_.size(); }

@@ -12,6 +12,7 @@
 #include <type_traits>
 
 #include "../detail/bits.hpp"
+#include "../numeric/half.hpp"
 
 #if defined(__AVX2__) && defined(__FMA__)
 #define MXQ_KERNEL_AVX2 1
@@ -28,19 +29,6 @@
 
 namespace mxq {
 
-// 16-bit float storage (IEEE binary16 and bfloat16), bit patterns only. Layout-compatible with
-// std::uint16_t, so a buffer of raw bits can be viewed as either.
-struct f16 {
-  std::uint16_t bits;
-  float to_float() const noexcept { return detail::half_bits_to_float(bits); }
-  static f16 from_float(float v) noexcept { return {detail::float_to_half_bits(v)}; }
-};
-struct bf16 {
-  std::uint16_t bits;
-  float to_float() const noexcept { return detail::bf16_bits_to_float(bits); }
-  static bf16 from_float(float v) noexcept { return {detail::float_to_bf16_bits(v)}; }
-};
-static_assert(sizeof(f16) == 2 && sizeof(bf16) == 2);
 
 namespace kernel {
 

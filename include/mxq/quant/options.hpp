@@ -38,19 +38,4 @@ struct quant_options {
   int threads = 1;
 };
 
-inline rounding parse_rounding(std::string_view s) {
-  if (s == "even" || s == "nearest_even") return rounding::nearest_even;
-  if (s == "away" || s == "nearest" || s == "nearest_away") return rounding::nearest_away;
-  if (s == "zero" || s == "toward_zero") return rounding::toward_zero;
-  if (s == "stochastic") return rounding::stochastic;
-  throw error("unknown rounding '" + std::string(s) + "' (expected even, away, zero or stochastic)");
-}
-
-inline scale_rule parse_scale_rule(std::string_view s) {
-  if (s == "floor") return scale_rule::floor;
-  if (s == "ceil") return scale_rule::ceil;
-  if (s == "mse") return scale_rule::mse;
-  throw error("unknown scale rule '" + std::string(s) + "' (expected floor, ceil or mse)");
-}
-
 }  // namespace mxq

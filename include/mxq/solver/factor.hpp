@@ -30,7 +30,9 @@ inline bool cholesky_lower_inplace(Eigen::Ref<Eigen::MatrixXf> A, int threads, d
     return true;
   };
   constexpr Index nb = 256;
-  if (threads <= 1 || n < 2 * nb) {
+  // Blocked whatever the thread count (threads only share out the panel and strip tasks), so the
+  // factor is the same for any number of threads.
+  if (n < 2 * nb) {
     Eigen::LLT<Eigen::Ref<Eigen::MatrixXf>> llt(A);
     return llt.info() == Eigen::Success && pivots_ok(0, n);
   }

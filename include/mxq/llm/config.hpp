@@ -11,7 +11,7 @@
 #include "../io/error.hpp"
 #include "../io/file.hpp"
 
-namespace mxq {
+namespace mxq::llm {
 
 struct model_config {
   std::string model_type;  // "llama" or "qwen2"
@@ -38,7 +38,10 @@ struct model_config {
   std::size_t kv_dim() const { return num_key_value_heads * head_dim; }
 };
 
-namespace detail::model {
+}  // namespace mxq::llm
+
+namespace mxq::detail::model {
+using namespace ::mxq::llm;
 
 inline std::size_t get_size(const nlohmann::json& j, const char* key, const std::filesystem::path& file,
                             std::size_t fallback = 0, bool required = true) {
@@ -75,7 +78,9 @@ inline void check_rope_type(const nlohmann::json& j, const char* key, const std:
   }
 }
 
-}  // namespace detail::model
+}  // namespace mxq::detail::model
+
+namespace mxq::llm {
 
 inline model_config parse_model_config(const nlohmann::json& j, const std::filesystem::path& file) {
   namespace d = detail::model;
@@ -135,4 +140,4 @@ inline model_config load_model_config(const std::filesystem::path& dir_or_file) 
   return parse_model_config(j, file);
 }
 
-}  // namespace mxq
+}  // namespace mxq::llm

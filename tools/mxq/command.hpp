@@ -11,6 +11,7 @@ namespace mxq::cli {
 using args_t = std::vector<std::string>;
 struct command {
   std::string summary;
+  std::string usage;  // printed by `mxq <command> --help`
   std::function<int(const args_t&)> run;
 };
 
@@ -20,8 +21,8 @@ inline std::map<std::string, command>& registry() {
 }
 
 struct registrar {
-  registrar(const std::string& name, std::string summary, std::function<int(const args_t&)> fn) {
-    registry()[name] = command{std::move(summary), std::move(fn)};
+  registrar(const std::string& name, std::string summary, std::string usage, std::function<int(const args_t&)> fn) {
+    registry()[name] = command{std::move(summary), std::move(usage), std::move(fn)};
   }
 };
 

@@ -39,6 +39,6 @@ int run(const mxq::cli::args_t& args) {
   return 0;
 }
 
-const mxq::cli::registrar reg("formats", "print every predefined format", run);
+const mxq::cli::registrar reg("formats", "print every predefined format", "usage: mxq formats   (prints the table of predefined formats)", run);
 
 }  // namespace

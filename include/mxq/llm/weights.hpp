@@ -16,8 +16,9 @@
 #include "../io/packed_io.hpp"
 #include "../io/safetensors.hpp"
 #include "config.hpp"
+#include "linear.hpp"
 
-namespace mxq {
+namespace mxq::llm {
 
 using RowMajorMatrixXf = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
@@ -29,30 +30,27 @@ struct linear_weights {
   std::size_t in_features() const { return static_cast<std::size_t>(weight.cols()); }
 };
 
-// The seven linears of a decoder layer, in the order the layer runs them.
-inline constexpr std::array<std::string_view, 7> linear_names = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
-                                                                  "gate_proj", "up_proj", "down_proj"};
-
 struct decoder_layer_weights {
   Eigen::VectorXf input_layernorm;           // [hidden]
   Eigen::VectorXf post_attention_layernorm;  // [hidden]
   linear_weights q_proj, k_proj, v_proj, o_proj;
   linear_weights gate_proj, up_proj, down_proj;
 
-  // By short name ("q_proj" ... "down_proj"); anything else throws mxq::error.
-  linear_weights& linear(std::string_view name) {
-    return const_cast<linear_weights&>(static_cast<const decoder_layer_weights&>(*this).linear(name));
+  linear_weights& operator[](linear l) noexcept { return this->*members[static_cast<std::size_t>(l)]; }
+  const linear_weights& operator[](linear l) const noexcept { return this->*members[static_cast<std::size_t>(l)]; }
+
+  // The norm that produces a group's input (the sink of its SmoothQuant/AWQ scale), if any.
+  Eigen::VectorXf* norm_of(scale_sink s) noexcept {
+    return s == scale_sink::input_layernorm ? &input_layernorm
+           : s == scale_sink::post_attention_layernorm ? &post_attention_layernorm
+                                                       : nullptr;
   }
-  const linear_weights& linear(std::string_view name) const {
-    if (name == "q_proj") return q_proj;
-    if (name == "k_proj") return k_proj;
-    if (name == "v_proj") return v_proj;
-    if (name == "o_proj") return o_proj;
-    if (name == "gate_proj") return gate_proj;
-    if (name == "up_proj") return up_proj;
-    if (name == "down_proj") return down_proj;
-    throw error("unknown linear '" + std::string(name) + "' (expected q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj or down_proj)");
-  }
+
+ private:
+  static constexpr std::array<linear_weights decoder_layer_weights::*, 7> members{
+      &decoder_layer_weights::q_proj,    &decoder_layer_weights::k_proj,  &decoder_layer_weights::v_proj,
+      &decoder_layer_weights::o_proj,    &decoder_layer_weights::gate_proj, &decoder_layer_weights::up_proj,
+      &decoder_layer_weights::down_proj};
 };
 
 struct model_weights {
@@ -63,24 +61,28 @@ struct model_weights {
   RowMajorMatrixXf lm_head;  // [vocab, hidden]; a copy of embed_tokens when the embeddings are tied
 };
 
-// The checkpoint tensor name prefix of a linear, e.g. (3, "q_proj") -> "model.layers.3.self_attn.q_proj".
-inline std::string linear_tensor_prefix(std::size_t layer, std::string_view name) {
-  const bool attn = name == "q_proj" || name == "k_proj" || name == "v_proj" || name == "o_proj";
-  return "model.layers." + std::to_string(layer) + (attn ? ".self_attn." : ".mlp.") + std::string(name);
+inline std::size_t dim_size(const model_config& c, model_dim d) noexcept {
+  const std::size_t sizes[] = {c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size};
+  return sizes[static_cast<std::size_t>(d)];
 }
 
-// [out_features, in_features] of a decoder linear ("q_proj", ...) under a config.
-inline std::pair<std::size_t, std::size_t> expected_linear_shape(const model_config& c, std::string_view name) {
-  const std::size_t H = c.hidden_size, I = c.intermediate_size;
-  if (name == "q_proj") return {c.q_dim(), H};
-  if (name == "k_proj" || name == "v_proj") return {c.kv_dim(), H};
-  if (name == "o_proj") return {H, c.q_dim()};
-  if (name == "gate_proj" || name == "up_proj") return {I, H};
-  if (name == "down_proj") return {H, I};
-  throw error("unknown decoder linear '" + std::string(name) + "'");
+// [out_features, in_features] of a decoder linear under a config.
+inline std::pair<std::size_t, std::size_t> expected_linear_shape(const model_config& c, linear l) {
+  return {dim_size(c, info(l).out), dim_size(c, info(l).in)};
 }
 
-namespace detail::model {
+// Whether a checkpoint of this config stores a bias for the linear: Qwen2 biases q/k/v only,
+// Llama's attention_bias biases o_proj as well, mlp_bias the MLP.
+inline bool has_bias(const model_config& c, linear l) {
+  if (info(l).block == sublayer::mlp) return c.mlp_bias;
+  if (l == linear::o_proj) return c.attention_bias && c.model_type == "llama";
+  return c.attention_bias;
+}
+
+}  // namespace mxq::llm
+
+namespace mxq::detail::model {
+using namespace ::mxq::llm;
 
 inline void check_finite(const float* p, std::size_t n, const checkpoint& ck, const std::string& name) {
   for (std::size_t i = 0; i < n; ++i)
@@ -132,12 +134,14 @@ inline linear_weights load_linear(const checkpoint& ck, const std::string& prefi
   return l;
 }
 
-}  // namespace detail::model
+}  // namespace mxq::detail::model
+
+namespace mxq::llm {
 
 // Loads every weight to fp32. Throws io_error naming the file for a missing tensor, a wrong shape,
 // an unreadable dtype or a non-finite value.
 inline model_weights load_model_weights(const checkpoint& ck, const model_config& cfg) {
-  namespace d = detail::model;
+  namespace d = mxq::detail::model;
   model_weights w;
   w.config = cfg;
   const std::size_t H = cfg.hidden_size, V = cfg.vocab_size;
@@ -148,14 +152,9 @@ inline model_weights load_model_weights(const checkpoint& ck, const model_config
     const std::string p = "model.layers." + std::to_string(i);
     L.input_layernorm = d::load_vector(ck, p + ".input_layernorm.weight", H);
     L.post_attention_layernorm = d::load_vector(ck, p + ".post_attention_layernorm.weight", H);
-    // Qwen2 biases q/k/v only; Llama's attention_bias biases o_proj as well.
-    const bool qkv_bias = cfg.attention_bias;
-    const bool o_bias = cfg.attention_bias && cfg.model_type == "llama";
-    for (std::string_view name : linear_names) {
-      const bool attn = name == "q_proj" || name == "k_proj" || name == "v_proj" || name == "o_proj";
-      const bool bias = name == "o_proj" ? o_bias : attn ? qkv_bias : cfg.mlp_bias;
-      const auto [out, in] = expected_linear_shape(cfg, name);
-      L.linear(name) = d::load_linear(ck, linear_tensor_prefix(i, name), out, in, bias);
+    for (linear l : all_linears) {
+      const auto [out, in] = expected_linear_shape(cfg, l);
+      L[l] = d::load_linear(ck, tensor_prefix(i, l), out, in, has_bias(cfg, l));
     }
   }
   w.norm = d::load_vector(ck, "model.norm.weight", H);
@@ -164,17 +163,17 @@ inline model_weights load_model_weights(const checkpoint& ck, const model_config
   else if (cfg.tie_word_embeddings)
     w.lm_head = w.embed_tokens;
   else
-    detail::io::fail(ck.path(), "missing tensor 'lm_head.weight' (and tie_word_embeddings is false)");
+    mxq::detail::io::fail(ck.path(), "missing tensor 'lm_head.weight' (and tie_word_embeddings is false)");
   return w;
 }
 
 // Loads config.json and the safetensors weights of a Hugging Face model directory.
 inline model_weights load_model(const std::filesystem::path& dir) {
   if (!std::filesystem::is_directory(dir))
-    detail::io::fail(dir, "not a model directory (expected config.json and model.safetensors inside)");
+    mxq::detail::io::fail(dir, "not a model directory (expected config.json and model.safetensors inside)");
   const model_config cfg = load_model_config(dir);
   const checkpoint ck(dir);
   return load_model_weights(ck, cfg);
 }
 
-}  // namespace mxq
+}  // namespace mxq::llm

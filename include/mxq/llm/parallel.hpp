@@ -10,7 +10,7 @@
 #include <thread>
 #include <vector>
 
-namespace mxq {
+namespace mxq::llm {
 
 // 0 means "all hardware threads" (at least 1).
 inline unsigned resolve_threads(unsigned threads) {
@@ -18,7 +18,10 @@ inline unsigned resolve_threads(unsigned threads) {
   return std::max(1u, threads);
 }
 
-namespace detail::model {
+}  // namespace mxq::llm
+
+namespace mxq::detail::model {
+using namespace ::mxq::llm;
 
 class exception_slot {
  public:
@@ -66,6 +69,12 @@ void parallel_slices(std::size_t n, unsigned threads, F&& f, std::size_t grain =
   err.rethrow();
 }
 
+// Calls f(begin, end) on the fixed chunks [k * chunk, min(n, (k + 1) * chunk)) of [0, n), chunks
+// pulled by up to `threads` workers. The chunk boundaries never depend on the thread count, so a
+// product computed per chunk rounds the same way whatever `threads` is.
+template <class F>
+void parallel_chunks(std::size_t n, std::size_t chunk, unsigned threads, F&& f);
+
 // Workers pull item indices 0..n-1 from a shared counter and call f(item, worker).
 template <class F>
 void parallel_items(std::size_t n, unsigned threads, F&& f) {
@@ -95,5 +104,11 @@ void parallel_items(std::size_t n, unsigned threads, F&& f) {
   err.rethrow();
 }
 
-}  // namespace detail::model
-}  // namespace mxq
+template <class F>
+void parallel_chunks(std::size_t n, std::size_t chunk, unsigned threads, F&& f) {
+  const std::size_t chunks = (n + chunk - 1) / chunk;
+  parallel_items(chunks, threads, [&](std::size_t k, std::size_t) { f(k * chunk, std::min(n, (k + 1) * chunk)); });
+}
+
+}  // namespace mxq::detail::model
+

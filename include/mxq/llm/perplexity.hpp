@@ -20,7 +20,7 @@
 #include "forward.hpp"
 #include "parallel.hpp"
 
-namespace mxq {
+namespace mxq::llm {
 
 // Reads a file of uint16 little-endian token ids. An odd byte count, or (when vocab_size > 0) an id
 // outside the vocabulary, is an io_error naming the file.
@@ -57,7 +57,10 @@ struct perplexity_result {
   std::vector<double> window_nll;  // summed NLL of each window
 };
 
-namespace detail::model {
+}  // namespace mxq::llm
+
+namespace mxq::detail::model {
+using namespace ::mxq::llm;
 
 struct ppl_worker {
   workspace ws;
@@ -68,7 +71,7 @@ struct ppl_worker {
 inline void window_nll(const model_weights& w, std::span<const token_id> tokens, std::size_t seq,
                        const forward_hooks& hooks, ppl_worker& pw, std::span<double> nll_out, std::size_t first_window) {
   pw.hidden = embed(w, tokens);
-  for (std::size_t l = 0; l < w.layers.size(); ++l) layer_forward_impl(w, l, pw.hidden, seq, hooks, 1, pw.ws);
+  for (std::size_t l = 0; l < w.layers.size(); ++l) layer_walker(w, l, pw.hidden, seq, hooks, 1, &pw.ws).finish();
   final_norm(w, pw.hidden);
   const Eigen::Index S = static_cast<Eigen::Index>(seq);
   pw.logits.resize(S - 1, w.lm_head.rows());
@@ -92,7 +95,9 @@ inline void window_nll(const model_weights& w, std::span<const token_id> tokens,
   }
 }
 
-}  // namespace detail::model
+}  // namespace mxq::detail::model
+
+namespace mxq::llm {
 
 inline perplexity_result perplexity(const model_weights& w, std::span<const token_id> tokens,
                                     const perplexity_options& opt = {}) {
@@ -108,6 +113,7 @@ inline perplexity_result perplexity(const model_weights& w, std::span<const toke
   const std::size_t per_batch = std::max<std::size_t>(1, opt.windows_per_batch);
   const std::size_t batches = (N + per_batch - 1) / per_batch;
   const unsigned threads = resolve_threads(opt.threads);
+  pin_eigen_blocking();
 
   perplexity_result r;
   r.windows = N;
@@ -136,4 +142,4 @@ inline perplexity_result perplexity(const model_weights& w, std::span<const toke
   return r;
 }
 
-}  // namespace mxq
+}  // namespace mxq::llm

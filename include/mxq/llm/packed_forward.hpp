@@ -1,9 +1,9 @@
 // Running a quantized checkpoint's decoder linears through the packed MX GEMM kernels
 // (mxq::gemm on the stored codes and scales) instead of dequantized FP32 weights.
 //
-//   mxq::model_weights w = mxq::load_model(dir);                  // norms, embeddings, lm_head
-//   mxq::packed_linears p = mxq::load_packed_linears(dir, w.config); // the packed linears
-//   mxq::perplexity_options o;  o.linear = p.hook();
+//   mxq::llm::model_weights w = mxq::llm::load_model(dir);                  // norms, embeddings, lm_head
+//   mxq::llm::packed_linears p = mxq::llm::load_packed_linears(dir, w.config); // the packed linears
+//   mxq::llm::perplexity_options o;  o.linear = p.hook();
 //
 // With gemm_options::activations = f32 (the default here) each output is the FP32 dot product of
 // the dequantized row with the activations, in the kernel's summation order, so results differ
@@ -25,7 +25,7 @@
 #include "forward.hpp"
 #include "weights.hpp"
 
-namespace mxq {
+namespace mxq::llm {
 
 class packed_linears {
  public:
@@ -33,24 +33,23 @@ class packed_linears {
 
   // Adds linear `name` of `layer` (replacing an earlier one).
   template <format_type F, class Layout>
-  void add(std::size_t layer, std::string_view name, packed_matrix<F, Layout> q, gemm_options opt = default_options()) {
+  void add(std::size_t layer, linear l, packed_matrix<F, Layout> q, gemm_options opt = default_options()) {
     auto p = std::make_shared<const packed_matrix<F, Layout>>(std::move(q));
-    linears_[{layer, std::string(name)}] = [p, opt](matrix_view<const float> x, matrix_view<float> y) {
+    linears_[{layer, l}] = [p, opt](matrix_view<const float> x, matrix_view<float> y) {
       gemm(*p, x, y, opt);
     };
   }
 
   std::size_t size() const noexcept { return linears_.size(); }
-  bool contains(std::size_t layer, std::string_view name) const {
-    return linears_.count({layer, std::string(name)}) != 0;
+  bool contains(std::size_t layer, linear l) const { return linears_.count({layer, l}) != 0;
   }
 
   // A forward_hooks::linear that runs the packed linears it holds and leaves the others dense.
   // The returned hook shares nothing mutable: it may run on many threads at once.
   linear_fn hook() const {
     auto map = std::make_shared<const std::map<key, gemm_fn>>(linears_);
-    return [map](std::size_t layer, std::string_view name, matrix_view<const float> x, matrix_view<float> y) {
-      const auto it = map->find({layer, std::string(name)});
+    return [map](std::size_t layer, linear l, matrix_view<const float> x, matrix_view<float> y) {
+      const auto it = map->find({layer, l});
       if (it == map->end()) return false;
       it->second(x, y);
       return true;
@@ -66,7 +65,7 @@ class packed_linears {
   }
 
  private:
-  using key = std::pair<std::size_t, std::string>;
+  using key = std::pair<std::size_t, linear>;
   std::map<key, gemm_fn> linears_;
 };
 
@@ -78,24 +77,24 @@ inline packed_linears load_packed_linears(const std::filesystem::path& dir, cons
   const checkpoint ck(dir);
   packed_linears out;
   for (std::size_t li = 0; li < c.num_hidden_layers; ++li)
-    for (std::string_view name : linear_names) {
-      const std::string prefix = linear_tensor_prefix(li, name);
+    for (linear l : all_linears) {
+      const std::string prefix = tensor_prefix(li, l);
       if (!has_packed(ck, prefix)) continue;
       const std::string fmt = packed_format_name(ck, prefix);
       if (!is_known_format(fmt)) detail::io::fail(ck.path(), "packed weight '" + prefix + "': unknown format '" + fmt + "'");
       visit_format(fmt, [&](auto tag) {
         using F = typename decltype(tag)::type;
         packed_matrix<F> q = read_packed<F>(ck, prefix);
-        const auto [rows, cols] = expected_linear_shape(c, name);
+        const auto [rows, cols] = expected_linear_shape(c, l);
         if (q.rows() != rows || q.cols() != cols)
           detail::io::fail(ck.path(), "packed weight '" + prefix + "' is " + std::to_string(q.rows()) + "x" +
                                           std::to_string(q.cols()) + ", the config says " + std::to_string(rows) + "x" +
                                           std::to_string(cols));
-        out.add(li, name, std::move(q), opt);
+        out.add(li, l, std::move(q), opt);
       });
     }
   if (out.size() == 0) detail::io::fail(ck.path(), "no packed linear weights (not an mxq quantized checkpoint)");
   return out;
 }
 
-}  // namespace mxq
+}  // namespace mxq::llm

@@ -9,6 +9,7 @@
 #include <mxq/quantize.hpp>
 
 #include "args.hpp"
+#include "parse.hpp"
 
 namespace {
 
@@ -18,8 +19,8 @@ int run(const mxq::cli::args_t& raw) {
   const std::string format = a.require("format");
   if (!mxq::is_known_format(format)) throw std::runtime_error("unknown format '" + format + "' (see `mxq formats`)");
   mxq::quant_options opt;
-  opt.rounding = mxq::parse_rounding(a.get("rounding", "even"));
-  opt.scale_rule = mxq::parse_scale_rule(a.get("scale-rule", "floor"));
+  opt.rounding = mxq::cli::parse_rounding(a.get("rounding", "even"));
+  opt.scale_rule = mxq::cli::parse_scale_rule(a.get("scale-rule", "floor"));
   std::mt19937_64 gen(static_cast<std::uint64_t>(a.integer("seed", 0)));
   std::uniform_real_distribution<double> u(0.0, 1.0);
   if (opt.rounding == mxq::rounding::stochastic) opt.uniform = [&] { return u(gen); };
@@ -51,6 +52,7 @@ int run(const mxq::cli::args_t& raw) {
   return 0;
 }
 
-const mxq::cli::registrar reg("fake-quant", "quantize then dequantize a float32 .npy (blocks along the last axis)", run);
+const mxq::cli::registrar reg("fake-quant", "quantize then dequantize a float32 .npy (blocks along the last axis)",
+                              "usage: mxq fake-quant --format NAME [--rounding even|away|zero|stochastic] [--scale-rule floor|ceil|mse] [--seed N] IN.npy OUT.npy", run);
 
 }  // namespace

@@ -2,6 +2,7 @@
 // with a non-zero exit status.
 #include <cstdio>
 #include <exception>
+#include <string>
 
 #include "command.hpp"
 
@@ -17,6 +18,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "mxq: unknown command '%s' (try mxq --help)\n", argv[1]);
     return 2;
   }
+  for (int i = 2; i < argc; ++i)
+    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
+      std::printf("%s\n", it->second.usage.c_str());
+      return 0;
+    }
   try {
     return it->second.run(mxq::cli::args_t(argv + 2, argv + argc));
   } catch (const std::exception& e) {

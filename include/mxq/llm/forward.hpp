@@ -1,18 +1,23 @@
 // fp32 reference forward pass of a Llama/Qwen2 decoder on batches of independent windows.
 //
 // Hidden states are one row-major [tokens, hidden] matrix holding n_windows windows of seq_len
-// tokens each; every window restarts RoPE positions at 0 and attends only inside itself. Every
-// linear runs as one Eigen GEMM over all tokens of the batch.
+// tokens each; every window restarts RoPE positions at 0 and attends only inside itself.
 //
-// Quantization pipelines drive it one decoder layer at a time (layer_forward), observe each
-// linear's input through forward_hooks::on_linear_input, replace weights in model_weights in place,
-// and fake-quantize activations through forward_hooks::act_quant.
+// One layer walker (layer_walker) is the whole decoder layer: input(group) computes the input of a
+// linear group from the sublayers in front of it, with the weights as they are when it is asked
+// for, and finish() adds the down projection. layer_forward, the calibration capture and the
+// true-sequential quantization stages all run through it, so they cannot drift apart.
+//
+// Determinism: every product runs on fixed chunks of forward_chunk_rows tokens (threads only share
+// the chunks out), attention per window, with Eigen's blocking pinned (detail/eigen_blocking.hpp):
+// the hidden states are bit-identical for any thread count.
 #pragma once
 #include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -20,58 +25,34 @@
 #include <Eigen/Core>
 
 #include "../config.hpp"
-#include "../io/float_bits.hpp"
+#include "../detail/eigen_blocking.hpp"
 #include "../matrix_view.hpp"
+#include "../numeric/half.hpp"
+#include "linear.hpp"
 #include "parallel.hpp"
 #include "weights.hpp"
 
-namespace mxq {
+namespace mxq::llm {
 
 using token_id = std::uint32_t;
 
-// Linears that read the same input: q/k/v share the attention norm's output, gate/up share the
-// MLP norm's output.
-enum class linear_group { qkv, o, gate_up, down };
-
-inline std::string_view linear_group_name(linear_group g) {
-  switch (g) {
-    case linear_group::qkv: return "qkv";
-    case linear_group::o: return "o";
-    case linear_group::gate_up: return "gate_up";
-    case linear_group::down: return "down";
-  }
-  return "?";
-}
-
-// The short linear names ("q_proj", ...) that read a group's input.
-inline std::span<const std::string_view> linear_group_members(linear_group g) {
-  static constexpr std::string_view qkv[] = {"q_proj", "k_proj", "v_proj"};
-  static constexpr std::string_view o[] = {"o_proj"};
-  static constexpr std::string_view gate_up[] = {"gate_proj", "up_proj"};
-  static constexpr std::string_view down[] = {"down_proj"};
-  switch (g) {
-    case linear_group::qkv: return qkv;
-    case linear_group::o: return o;
-    case linear_group::gate_up: return gate_up;
-    case linear_group::down: return down;
-  }
-  return {};
-}
+// Tokens per product in the forward pass (a window at the usual seq 256): fixed, so the rounding of
+// every row is the same for any thread count.
+inline constexpr std::size_t forward_chunk_rows = 256;
 
 // Fake-quantizes (quantize + dequantize in place) a linear's input, rows = tokens. It receives the
-// whole input of one layer_forward call and may be called concurrently for different batches
-// (perplexity runs batches in parallel), so it must be thread-safe.
+// whole input of one group and may be called concurrently for different batches (perplexity runs
+// batches in parallel), so it must be thread-safe.
 using act_quant_fn = std::function<void(Eigen::Ref<RowMajorMatrixXf>)>;
 
 // Sees the input of a linear group exactly as the linears get it (after act_quant, if any).
 using linear_input_fn = std::function<void(std::size_t layer, linear_group group, const RowMajorMatrixXf& input)>;
 
-// Computes y = x W^T (x: [tokens, in] rows of one slice, y: [tokens, out]; no bias, the forward
-// pass adds it) for linear `name` ("q_proj", ...) of `layer` in place of the dense weights, e.g.
-// with the packed MX GEMM; returns false to use the dense weights. Called concurrently for
-// different token slices and batches, so it must be thread-safe.
-using linear_fn =
-    std::function<bool(std::size_t layer, std::string_view name, matrix_view<const float> x, matrix_view<float> y)>;
+// Computes y = x W^T (x: [tokens, in] rows of one chunk, y: [tokens, out]; no bias, the forward
+// pass adds it) for linear `l` of `layer` in place of the dense weights, e.g. with the packed MX
+// GEMM; returns false to use the dense weights. Called concurrently for different token chunks and
+// batches, so it must be thread-safe.
+using linear_fn = std::function<bool(std::size_t layer, linear l, matrix_view<const float> x, matrix_view<float> y)>;
 
 struct forward_hooks {
   linear_input_fn on_linear_input;  // optional observer
@@ -79,7 +60,10 @@ struct forward_hooks {
   linear_fn linear;                 // optional; decoder linears only (not lm_head)
 };
 
-namespace detail::model {
+}  // namespace mxq::llm
+
+namespace mxq::detail::model {
+using namespace ::mxq::llm;
 
 // Scratch matrices reused across layers and batches (resize is free when the size is unchanged).
 struct workspace {
@@ -113,7 +97,7 @@ inline void prepare_rope(workspace& ws, std::size_t seq, std::size_t dim, double
   for (std::size_t i = 0; i < half; ++i) {
     const float expo = static_cast<float>(2 * i) / static_cast<float>(dim);
     float inv_freq = 1.0f / std::pow(static_cast<float>(theta), expo);
-    if (bf16) inv_freq = io::bf16_to_float(io::float_to_bf16(inv_freq));
+    if (bf16) inv_freq = mxq::detail::bf16_bits_to_float(mxq::detail::float_to_bf16_bits(inv_freq));
     for (std::size_t p = 0; p < seq; ++p) {
       const float angle = static_cast<float>(p) * inv_freq;
       ws.rope_cos(static_cast<Eigen::Index>(p), static_cast<Eigen::Index>(i)) = std::cos(angle);
@@ -169,9 +153,9 @@ inline void linear_rows(const RowMajorMatrixXf& x, const linear_weights& L, RowM
 }
 
 // linear_rows through hooks->linear when it takes the linear (the bias is added here either way).
-inline void linear_rows_hooked(const forward_hooks* hooks, std::size_t layer, std::string_view name,
-                               const RowMajorMatrixXf& x, const linear_weights& L, RowMajorMatrixXf& y, std::size_t b,
-                               std::size_t e, bool accumulate) {
+inline void linear_rows_hooked(const forward_hooks* hooks, std::size_t layer, linear id, const RowMajorMatrixXf& x,
+                               const linear_weights& L, RowMajorMatrixXf& y, std::size_t b, std::size_t e,
+                               bool accumulate) {
   if (!hooks || !hooks->linear) return linear_rows(x, L, y, b, e, accumulate);
   const Eigen::Index rb = static_cast<Eigen::Index>(b), n = static_cast<Eigen::Index>(e - b);
   const std::size_t in = static_cast<std::size_t>(x.cols()), out = static_cast<std::size_t>(y.cols());
@@ -179,9 +163,15 @@ inline void linear_rows_hooked(const forward_hooks* hooks, std::size_t layer, st
   RowMajorMatrixXf t;
   if (accumulate) t.resize(n, y.cols());
   const matrix_view<float> yv(accumulate ? t.data() : y.data() + b * out, e - b, out);
-  if (!hooks->linear(layer, name, xv, yv)) return linear_rows(x, L, y, b, e, accumulate);
+  if (!hooks->linear(layer, id, xv, yv)) return linear_rows(x, L, y, b, e, accumulate);
   if (accumulate) y.middleRows(rb, n) += t;
   if (L.has_bias()) y.middleRows(rb, n).rowwise() += L.bias.transpose();
+}
+
+// Fixed token chunks over threads (see forward_chunk_rows).
+template <class Fn>
+void token_chunks(std::size_t T, unsigned threads, Fn&& fn) {
+  parallel_chunks(T, forward_chunk_rows, threads, fn);
 }
 
 // Causal softmax attention of windows [wb, we) with GQA; q is already scaled by 1/sqrt(head_dim).
@@ -220,10 +210,10 @@ inline void attention_heads(const model_config& c, const linear_weights& qp, con
   ws.v.resize(Ti, static_cast<Eigen::Index>(c.kv_dim()));
   ws.attn.resize(Ti, static_cast<Eigen::Index>(c.q_dim()));
   prepare_rope(ws, seq, c.head_dim, c.rope_theta, c.rope_inv_freq_bf16);
-  parallel_slices(T, threads, [&](std::size_t b, std::size_t e, std::size_t) {
-    linear_rows_hooked(hooks, layer, "q_proj", x, qp, ws.q, b, e, false);
-    linear_rows_hooked(hooks, layer, "k_proj", x, kp, ws.k, b, e, false);
-    linear_rows_hooked(hooks, layer, "v_proj", x, vp, ws.v, b, e, false);
+  token_chunks(T, threads, [&](std::size_t b, std::size_t e) {
+    linear_rows_hooked(hooks, layer, linear::q_proj, x, qp, ws.q, b, e, false);
+    linear_rows_hooked(hooks, layer, linear::k_proj, x, kp, ws.k, b, e, false);
+    linear_rows_hooked(hooks, layer, linear::v_proj, x, vp, ws.v, b, e, false);
     apply_rope(ws.q, c.num_attention_heads, c.head_dim, seq, b, e, ws);
     apply_rope(ws.k, c.num_key_value_heads, c.head_dim, seq, b, e, ws);
     ws.q.middleRows(static_cast<Eigen::Index>(b), static_cast<Eigen::Index>(e - b)) *= q_scale;
@@ -239,49 +229,109 @@ inline void mlp_hidden(const linear_weights& gp, const linear_weights& up, const
   const std::size_t T = static_cast<std::size_t>(x.rows());
   ws.gate.resize(x.rows(), gp.weight.rows());
   ws.up.resize(x.rows(), up.weight.rows());
-  parallel_slices(T, threads, [&](std::size_t b, std::size_t e, std::size_t) {
-    linear_rows_hooked(hooks, layer, "gate_proj", x, gp, ws.gate, b, e, false);
-    linear_rows_hooked(hooks, layer, "up_proj", x, up, ws.up, b, e, false);
+  token_chunks(T, threads, [&](std::size_t b, std::size_t e) {
+    linear_rows_hooked(hooks, layer, linear::gate_proj, x, gp, ws.gate, b, e, false);
+    linear_rows_hooked(hooks, layer, linear::up_proj, x, up, ws.up, b, e, false);
     auto g = ws.gate.middleRows(static_cast<Eigen::Index>(b), static_cast<Eigen::Index>(e - b)).array();
     g = g / (1.0f + (-g).exp()) * ws.up.middleRows(static_cast<Eigen::Index>(b), static_cast<Eigen::Index>(e - b)).array();
   });
 }
 
-inline void layer_forward_impl(const model_weights& w, std::size_t layer, RowMajorMatrixXf& hidden, std::size_t seq,
-                               const forward_hooks& hooks, unsigned threads, workspace& ws) {
-  check_batch(w, layer, hidden, seq);
-  const model_config& c = w.config;
-  const decoder_layer_weights& L = w.layers[layer];
-  const std::size_t T = static_cast<std::size_t>(hidden.rows());
-  const float eps = static_cast<float>(c.rms_norm_eps);
-  auto observe = [&](linear_group g, RowMajorMatrixXf& x) {
-    if (hooks.act_quant) hooks.act_quant(x);
-    if (hooks.on_linear_input) hooks.on_linear_input(layer, g, x);
-  };
-  ws.normed.resize(hidden.rows(), hidden.cols());
+}  // namespace mxq::detail::model
 
-  // Attention block.
-  parallel_slices(T, threads, [&](std::size_t b, std::size_t e, std::size_t) {
-    rms_norm_rows(hidden, L.input_layernorm, eps, ws.normed, b, e);
-  });
-  observe(linear_group::qkv, ws.normed);
-  attention_heads(c, L.q_proj, L.k_proj, L.v_proj, ws.normed, seq, threads, ws, &hooks, layer);
-  observe(linear_group::o, ws.attn);
-  parallel_slices(T, threads, [&](std::size_t b, std::size_t e, std::size_t) {
-    linear_rows_hooked(&hooks, layer, "o_proj", ws.attn, L.o_proj, hidden, b, e, true);  // residual
-    rms_norm_rows(hidden, L.post_attention_layernorm, eps, ws.normed, b, e);
-  });
+namespace mxq::llm {
 
-  // MLP block: down(silu(gate(x)) * up(x)).
-  observe(linear_group::gate_up, ws.normed);
-  mlp_hidden(L.gate_proj, L.up_proj, ws.normed, threads, ws, &hooks, layer);
-  observe(linear_group::down, ws.gate);
-  parallel_slices(T, threads, [&](std::size_t b, std::size_t e, std::size_t) {
-    linear_rows_hooked(&hooks, layer, "down_proj", ws.gate, L.down_proj, hidden, b, e, true);  // residual
-  });
-}
+// One decoder layer, group by group, on hidden = [n_windows * seq, hidden_size] (updated in place by
+// the attention residual when the gate/up input is asked for, and by finish()).
+//
+//   layer_walker lw(w, layer, hidden, seq, hooks, threads);
+//   const auto& x = lw.input(linear_group::qkv);   // then o, gate_up, down, in that order
+//   ... quantize q/k/v in w using x ...            // later inputs see the new weights
+//   lw.finish();                                   // hidden = the layer's output
+//
+// input(g) returns the group's input as the linears get it (after hooks.act_quant, and shown to
+// hooks.on_linear_input); the reference is valid until the next call. Groups may not be skipped,
+// and finish() runs any not asked for. The walk costs exactly one layer forward.
+class layer_walker {
+ public:
+  layer_walker(const model_weights& w, std::size_t layer, RowMajorMatrixXf& hidden, std::size_t seq,
+               const forward_hooks& hooks = {}, unsigned threads = 1, detail::model::workspace* ws = nullptr)
+      : w_(w), li_(layer), hidden_(hidden), seq_(seq), hooks_(hooks), threads_(resolve_threads(threads)),
+        ws_(ws ? *ws : own_.emplace()) {
+    detail::model::check_batch(w, layer, hidden, seq);
+    pin_eigen_blocking();
+  }
+  layer_walker(const layer_walker&) = delete;
+  layer_walker& operator=(const layer_walker&) = delete;
 
-}  // namespace detail::model
+  // The group input() returns next (all_groups order); nullopt once all four were taken.
+  std::optional<linear_group> next() const {
+    return next_ < all_groups.size() ? std::optional<linear_group>(all_groups[next_]) : std::nullopt;
+  }
+
+  const RowMajorMatrixXf& input(linear_group g) {
+    namespace dm = detail::model;
+    if (finished_ || next_ >= all_groups.size() || all_groups[next_] != g)
+      throw error("layer_walker: the input of group " + std::string(name(g)) + " of layer " + std::to_string(li_) +
+                  " was asked out of order (groups run qkv, o, gate_up, down)");
+    ++next_;
+    const decoder_layer_weights& L = w_.layers[li_];
+    const float eps = static_cast<float>(w_.config.rms_norm_eps);
+    const std::size_t T = static_cast<std::size_t>(hidden_.rows());
+    const forward_hooks* h = &hooks_;
+    RowMajorMatrixXf* x = nullptr;
+    switch (g) {  // the four stages of the layer, each the continuation of the previous one
+      case linear_group::qkv:
+        ws_.normed.resize(hidden_.rows(), hidden_.cols());
+        dm::token_chunks(T, threads_, [&](std::size_t b, std::size_t e) {
+          dm::rms_norm_rows(hidden_, L.input_layernorm, eps, ws_.normed, b, e);
+        });
+        x = &ws_.normed;
+        break;
+      case linear_group::o:
+        dm::attention_heads(w_.config, L.q_proj, L.k_proj, L.v_proj, ws_.normed, seq_, threads_, ws_, h, li_);
+        x = &ws_.attn;
+        break;
+      case linear_group::gate_up:
+        dm::token_chunks(T, threads_, [&](std::size_t b, std::size_t e) {
+          dm::linear_rows_hooked(h, li_, linear::o_proj, ws_.attn, L.o_proj, hidden_, b, e, true);  // residual
+          dm::rms_norm_rows(hidden_, L.post_attention_layernorm, eps, ws_.normed, b, e);
+        });
+        x = &ws_.normed;
+        break;
+      case linear_group::down:
+        dm::mlp_hidden(L.gate_proj, L.up_proj, ws_.normed, threads_, ws_, h, li_);
+        x = &ws_.gate;
+        break;
+    }
+    if (hooks_.act_quant) hooks_.act_quant(*x);
+    if (hooks_.on_linear_input) hooks_.on_linear_input(li_, g, *x);
+    return *x;
+  }
+
+  // Runs the groups not asked for yet, then adds the down projection: hidden becomes the layer's output.
+  void finish() {
+    if (finished_) return;
+    while (const auto g = next()) input(*g);
+    const decoder_layer_weights& L = w_.layers[li_];
+    detail::model::token_chunks(static_cast<std::size_t>(hidden_.rows()), threads_, [&](std::size_t b, std::size_t e) {
+      detail::model::linear_rows_hooked(&hooks_, li_, linear::down_proj, ws_.gate, L.down_proj, hidden_, b, e, true);
+    });
+    finished_ = true;
+  }
+
+ private:
+  const model_weights& w_;
+  std::size_t li_;
+  RowMajorMatrixXf& hidden_;
+  std::size_t seq_;
+  const forward_hooks& hooks_;
+  unsigned threads_;
+  std::optional<detail::model::workspace> own_;
+  detail::model::workspace& ws_;
+  std::size_t next_ = 0;
+  bool finished_ = false;
+};
 
 // Embedding lookup for a batch of windows: [tokens.size(), hidden]. Ids >= vocab_size throw.
 inline RowMajorMatrixXf embed(const model_weights& w, std::span<const token_id> tokens) {
@@ -299,8 +349,7 @@ inline RowMajorMatrixXf embed(const model_weights& w, std::span<const token_id> 
 // splits the work of this one call (hooks still see whole matrices, called from this thread).
 inline void layer_forward(const model_weights& w, std::size_t layer, RowMajorMatrixXf& hidden, std::size_t seq_len,
                           const forward_hooks& hooks = {}, unsigned threads = 1) {
-  detail::model::workspace ws;
-  detail::model::layer_forward_impl(w, layer, hidden, seq_len, hooks, resolve_threads(threads), ws);
+  layer_walker(w, layer, hidden, seq_len, hooks, threads).finish();
 }
 
 // The attention block's output o_proj(attention(q, k, v of x)) for x = the layer's normed input
@@ -315,11 +364,12 @@ inline RowMajorMatrixXf attention_block_output(const model_config& c, const line
   if (static_cast<std::size_t>(x.cols()) != q.in_features() || q.out_features() != c.q_dim() ||
       k.out_features() != c.kv_dim() || v.out_features() != c.kv_dim() || o.in_features() != c.q_dim())
     throw error("attention_block_output: input/projection shapes do not match the model config");
+  pin_eigen_blocking();
   detail::model::workspace ws;
   const unsigned t = resolve_threads(threads);
   detail::model::attention_heads(c, q, k, v, x, seq_len, t, ws);
   RowMajorMatrixXf out(x.rows(), o.weight.rows());
-  detail::model::parallel_slices(static_cast<std::size_t>(x.rows()), t, [&](std::size_t b, std::size_t e, std::size_t) {
+  detail::model::token_chunks(static_cast<std::size_t>(x.rows()), t, [&](std::size_t b, std::size_t e) {
     detail::model::linear_rows(ws.attn, o, out, b, e, false);
   });
   return out;
@@ -332,11 +382,12 @@ inline RowMajorMatrixXf mlp_block_output(const linear_weights& gate, const linea
   if (static_cast<std::size_t>(x.cols()) != gate.in_features() || up.in_features() != gate.in_features() ||
       up.out_features() != gate.out_features() || down.in_features() != gate.out_features())
     throw error("mlp_block_output: input/projection shapes do not match");
+  pin_eigen_blocking();
   detail::model::workspace ws;
   const unsigned t = resolve_threads(threads);
   detail::model::mlp_hidden(gate, up, x, t, ws);
   RowMajorMatrixXf out(x.rows(), down.weight.rows());
-  detail::model::parallel_slices(static_cast<std::size_t>(x.rows()), t, [&](std::size_t b, std::size_t e, std::size_t) {
+  detail::model::token_chunks(static_cast<std::size_t>(x.rows()), t, [&](std::size_t b, std::size_t e) {
     detail::model::linear_rows(ws.gate, down, out, b, e, false);
   });
   return out;
@@ -364,9 +415,9 @@ inline RowMajorMatrixXf forward_logits(const model_weights& w, std::span<const t
   RowMajorMatrixXf h = embed(w, tokens);
   detail::model::workspace ws;
   for (std::size_t l = 0; l < w.layers.size(); ++l)
-    detail::model::layer_forward_impl(w, l, h, seq_len, hooks, resolve_threads(threads), ws);
+    layer_walker(w, l, h, seq_len, hooks, threads, &ws).finish();
   final_norm(w, h);
   return lm_head_logits(w, h);
 }
 
-}  // namespace mxq
+}  // namespace mxq::llm

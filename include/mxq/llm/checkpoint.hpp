@@ -7,12 +7,12 @@
 #include <map>
 #include <string>
 
-#include "../model/weights.hpp"
-#include "../pipeline.hpp"
-#include "packed_io.hpp"
-#include "safetensors.hpp"
+#include "../io/packed_io.hpp"
+#include "../io/safetensors.hpp"
+#include "quantize_model.hpp"
+#include "weights.hpp"
 
-namespace mxq {
+namespace mxq::llm {
 
 template <format_type F>
 void write_quantized_checkpoint(const std::filesystem::path& out_dir, const std::filesystem::path& src_dir,
@@ -42,9 +42,9 @@ void write_quantized_checkpoint(const std::filesystem::path& out_dir, const std:
     const std::string p = "model.layers." + std::to_string(li);
     add_vector(p + ".input_layernorm.weight", L.input_layernorm);
     add_vector(p + ".post_attention_layernorm.weight", L.post_attention_layernorm);
-    for (std::string_view name : linear_names) {
-      const auto& lin = L.linear(name);
-      if (lin.has_bias()) add_vector(linear_tensor_prefix(li, name) + ".bias", lin.bias);
+    for (linear l : all_linears) {
+      const auto& lin = L[l];
+      if (lin.has_bias()) add_vector(tensor_prefix(li, l) + ".bias", lin.bias);
     }
   }
   add_vector("model.norm.weight", w.norm);
@@ -56,4 +56,4 @@ void write_quantized_checkpoint(const std::filesystem::path& out_dir, const std:
   wr.write(out_dir / "model.safetensors");
 }
 
-}  // namespace mxq
+}  // namespace mxq::llm

@@ -6,10 +6,11 @@
 #include <unistd.h>
 #include <string>
 
-#include <mxq/model/packed_forward.hpp>
-#include <mxq/model/perplexity.hpp>
-#include <mxq/model/weights.hpp>
-#include <mxq/pipeline.hpp>
+#include <mxq/llm/packed_forward.hpp>
+#include <mxq/llm/perplexity.hpp>
+#include <mxq/llm/quantize_model.hpp>
+#include <mxq/llm/weights.hpp>
+#include <mxq/stats.hpp>
 
 #include "args.hpp"
 #include "command.hpp"
@@ -72,26 +73,28 @@ int run_eval_ppl(const mxq::cli::args_t& args) {
   const eval_args a = parse_eval_args(args);
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();
-  const mxq::model_weights w = mxq::load_model(a.model);
-  const std::vector<mxq::token_id> tokens = mxq::read_tokens_u16(a.tokens, w.config.vocab_size);
+  // Everything that can be wrong with the request is checked before the weights are loaded.
+  const mxq::llm::model_config cfg = mxq::llm::load_model_config(a.model);
+  const std::vector<mxq::llm::token_id> tokens = mxq::llm::read_tokens_u16(a.tokens, cfg.vocab_size);
   const std::size_t available = tokens.size() / a.seq;
 
-  mxq::perplexity_options opt;
+  mxq::llm::perplexity_options opt;
   opt.seq_len = a.seq;
   opt.windows = a.windows ? a.windows : std::min<std::size_t>(256, available);
   if (opt.windows == 0 || opt.windows > available)
     throw mxq::error(a.tokens + ": asked for " + std::to_string(opt.windows) + " windows of " + std::to_string(a.seq) +
                      " tokens, the file holds " + std::to_string(available) + " (" + std::to_string(tokens.size()) +
                      " tokens)");
-  opt.threads = mxq::resolve_threads(a.threads);
+  opt.threads = mxq::llm::resolve_threads(a.threads);
   opt.windows_per_batch = a.batch;
   const std::string act_format = resolve_act_format(a);
-  opt.act_quant = mxq::make_act_quant_fn(act_format);
+  opt.act_quant = mxq::llm::make_act_quant_fn(mxq::activation_quant_by_name(act_format));
+  const mxq::llm::model_weights w = mxq::llm::load_model(a.model);
   std::size_t packed = 0;
   if (!a.packed.empty()) {  // decoder linears through the packed MX GEMM kernels
-    mxq::gemm_options g = mxq::packed_linears::default_options();
+    mxq::gemm_options g = mxq::llm::packed_linears::default_options();
     g.activations = a.packed == "int8" ? mxq::activation_precision::automatic : mxq::activation_precision::f32;
-    const mxq::packed_linears pl = mxq::load_packed_linears(a.model, w.config, g);
+    const mxq::llm::packed_linears pl = mxq::llm::load_packed_linears(a.model, w.config, g);
     packed = pl.size();
     opt.linear = pl.hook();
   }
@@ -110,7 +113,7 @@ int run_eval_ppl(const mxq::cli::args_t& args) {
                a.tokens.c_str(), opt.threads, act_format.empty() ? "fp32" : act_format.c_str());
   if (packed) std::fprintf(stderr, "eval-ppl: %zu linears through the packed GEMM (%s activations)\n", packed, a.packed.c_str());
   const auto t1 = clock::now();
-  const mxq::perplexity_result r = mxq::perplexity(w, tokens, opt);
+  const mxq::llm::perplexity_result r = mxq::llm::perplexity(w, tokens, opt);
   const auto t2 = clock::now();
   std::fprintf(stderr, "eval-ppl: load %.2f s, eval %.2f s\n", std::chrono::duration<double>(t1 - t0).count(),
                std::chrono::duration<double>(t2 - t1).count());
@@ -120,8 +123,11 @@ int run_eval_ppl(const mxq::cli::args_t& args) {
 }
 
 const mxq::cli::registrar reg_eval_ppl(
-    "eval-ppl",
-    "perplexity of a model: --model DIR --tokens FILE.u16 [--windows N (256)] [--seq 256] [--threads T] [--batch 4] [--act-format NAME|none] [--packed f32|int8]",
+    "eval-ppl", "perplexity of an original or quantized checkpoint on a uint16 token file",
+    "usage: mxq eval-ppl --model DIR --tokens FILE.u16 [--windows N (256)] [--seq 256] [--threads T] [--batch 4]\n"
+    "       [--act-format NAME|none] [--packed f32|int8]\n"
+    "  --act-format: defaults to the activation format a quantized checkpoint recorded; none turns it off\n"
+    "  --packed: run the decoder linears through the packed MX GEMM (f32 or int8 activations)",
     run_eval_ppl);
 
 }  // namespace

@@ -1,0 +1,319 @@
+// Layer-wise calibration of a whole Llama/Qwen2 model with a recipe (the GPTQ procedure):
+//
+//   mxq::recipe rc{mxq::step::awq{}, mxq::step::gptq{}};
+//   auto q = mxq::llm::quantize_model<mxq::mxint4>(weights, calib_tokens, rc, {.seq = 256});
+//   mxq::llm::write_quantized_checkpoint(out_dir, model_dir, weights, q, {});
+//
+//   hidden = embed(calibration windows)
+//   for each decoder layer:
+//     1. scale_group (recipe.hpp) per group on the fp32 layer, groups in order q/k/v (folded into
+//        input_layernorm), o (into v_proj rows, when the shapes allow it), gate/up (into the MLP
+//        norm), down (into up_proj rows); SmoothQuant only where a norm absorbs it. Each group's
+//        input is computed by the layer walker with the groups before it already scaled.
+//     2. AWQ's clip search (RTN recipes) once every fold of the layer is done, all thresholds from
+//        the unclipped layer's inputs (llm-awq runs auto_clip_block after apply_scale).
+//     3. finish_group per group in order (true-sequential): each group's input comes from the
+//        sublayers already quantized in front of it (activations fake-quantized first when the
+//        recipe has an activation format, so the Hessian is built from quantized inputs).
+//     4. hidden = quantized layer(hidden): the next layer sees the quantized model's activations.
+// The same recipe on one group is quantize_group: both run scale_group / finish_group.
+// Memory stays bounded by one layer's activations on the calibration set. The result is
+// bit-identical for any `threads` (see forward.hpp and detail/eigen_blocking.hpp).
+#pragma once
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../awq.hpp"
+#include "../gptq.hpp"
+#include "../hessian.hpp"
+#include "../packed.hpp"
+#include "../quantize.hpp"
+#include "../recipe.hpp"
+#include "../smoothquant.hpp"
+#include "../stats.hpp"
+#include "forward.hpp"
+#include "linear.hpp"
+#include "weights.hpp"
+
+namespace mxq::llm {
+
+// What AWQ's scale search compares for the q/k/v and gate/up groups.
+enum class awq_loss_kind {
+  block,   // the attention / MLP block's output (llm-awq's module2inspect); o and down: their own outputs
+  linear,  // every group's own outputs X W_i^T
+};
+
+struct model_options {
+  std::size_t seq = 256;  // tokens per calibration window
+  unsigned threads = 0;   // 0 = all hardware threads; the result does not depend on it
+  awq_loss_kind awq_loss = awq_loss_kind::block;
+  // The block loss runs on the first awq_block_windows calibration windows (0 = all; whole
+  // windows, attention is causal): it costs a block forward per candidate ratio. The linear-output
+  // losses sample step::awq::options.search_tokens tokens.
+  std::size_t awq_block_windows = 16;
+  std::function<void(const std::string&)> progress;  // one line per step
+};
+
+// What the scaling phase chose for one group of one layer.
+struct group_report {
+  std::size_t layer = 0;
+  linear_group group = linear_group::qkv;
+  bool scaled = false;  // SmoothQuant or AWQ ran on the group
+  float alpha = std::numeric_limits<float>::quiet_NaN();
+  float awq_ratio = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> smooth_scales, awq_scales;
+};
+
+template <format_type F>
+struct quantized_model {
+  std::vector<std::pair<std::string, packed_matrix<F>>> linears;  // tensor prefix -> packed weight
+  std::vector<group_report> groups;                               // scaling choices, layer by layer
+  double seconds = 0.0;
+};
+
+// The recipe's activation quantizer as the forward pass applies it (in place on an Eigen block).
+inline act_quant_fn make_act_quant_fn(const activation_quant& aq) {
+  if (!aq) return {};
+  return [aq](Eigen::Ref<RowMajorMatrixXf> x) {
+    matrix_view<float> v(x.data(), static_cast<std::size_t>(x.rows()), static_cast<std::size_t>(x.cols()),
+                         static_cast<std::ptrdiff_t>(x.outerStride()));
+    aq.apply(v, v);
+  };
+}
+
+}  // namespace mxq::llm
+
+namespace mxq::detail::pipeline {
+using namespace ::mxq::llm;
+
+inline matrix_view<const float> cview(const RowMajorMatrixXf& m) {
+  return {m.data(), static_cast<std::size_t>(m.rows()), static_cast<std::size_t>(m.cols())};
+}
+inline matrix_view<float> mview(RowMajorMatrixXf& m) {
+  return {m.data(), static_cast<std::size_t>(m.rows()), static_cast<std::size_t>(m.cols())};
+}
+inline std::span<float> span_of(Eigen::VectorXf& v) { return {v.data(), static_cast<std::size_t>(v.size())}; }
+
+// The fp32 input of `group` in `layer` for the calibration batch `hidden` (not modified), through
+// the layer walker with the layer's current weights.
+inline RowMajorMatrixXf capture(const model_weights& w, std::size_t layer, const RowMajorMatrixXf& hidden,
+                                linear_group group, std::size_t seq, unsigned threads, model::workspace& ws,
+                                RowMajorMatrixXf& scratch) {
+  scratch = hidden;
+  const forward_hooks none;
+  layer_walker lw(w, layer, scratch, seq, none, threads, &ws);
+  for (linear_group g : all_groups) {
+    const RowMajorMatrixXf& x = lw.input(g);
+    if (g == group) return x;
+  }
+  return {};
+}
+
+// Views of a group's current weights in the layer.
+inline std::vector<matrix_view<const float>> group_views(const decoder_layer_weights& L, linear_group g) {
+  std::vector<matrix_view<const float>> v;
+  for (linear l : members(g)) v.push_back(cview(L[l].weight));
+  return v;
+}
+
+// llm-awq's block for a group's scale search: the attention (q/k/v) or MLP (gate/up) block output
+// on `xs` with candidate weights; with quantized activations the folded model runs Qa(X / s) * s.
+inline std::function<row_matrix_f(std::span<const matrix_view<const float>>, std::span<const float>)> awq_block_of(
+    const model_weights& w, const decoder_layer_weights& L, linear_group g, std::shared_ptr<const RowMajorMatrixXf> xs,
+    act_quant_fn act, std::size_t seq, unsigned threads) {
+  return [&w, &L, g, xs, act, seq, threads](std::span<const matrix_view<const float>> cand, std::span<const float> s) {
+    std::vector<linear_weights> c(cand.size());
+    const std::span<const linear> ids = members(g);
+    for (std::size_t i = 0; i < cand.size(); ++i) {
+      using strided = Eigen::Map<const RowMajorMatrixXf, 0, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>;
+      c[i].weight = strided(cand[i].data, static_cast<Eigen::Index>(cand[i].rows), static_cast<Eigen::Index>(cand[i].cols),
+                            Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(cand[i].row_stride, cand[i].col_stride));
+      c[i].bias = L[ids[i]].bias;
+    }
+    const RowMajorMatrixXf* in = xs.get();
+    RowMajorMatrixXf xq;
+    if (act && !s.empty()) {
+      xq = *xs;
+      divide_columns(mview(xq), s);
+      act(xq);
+      scale_columns(mview(xq), s);
+      in = &xq;
+    }
+    if (g == linear_group::qkv) return attention_block_output(w.config, c[0], c[1], c[2], L.o_proj, *in, seq, threads);
+    return mlp_block_output(c[0], c[1], L.down_proj, *in, threads);
+  };
+}
+
+
+// Phases 1 and 2 of quantize_model on one layer: every group's SmoothQuant/AWQ scales searched on
+// the fp32 layer and folded into the op in front of it (so the layer computes the same function up
+// to rounding), then AWQ's clip search when the recipe clips. `hidden` is the layer's input.
+template <format_type F, class Log>
+std::vector<group_report> scale_layer(model_weights& w, std::size_t li, const RowMajorMatrixXf& hidden, const recipe& rc,
+                                      const model_options& opt, unsigned threads, model::workspace& ws,
+                                      RowMajorMatrixXf& scratch, Log&& log) {
+  std::vector<group_report> reports;
+  decoder_layer_weights& L = w.layers[li];
+  const act_quant_fn act = make_act_quant_fn(rc.act);
+    // 1. Scaling on the fp32 layer, group by group, each fold done before the next group's input.
+    {
+      for (linear_group g : all_groups) {
+        const group_info& gi = info(g);
+        Eigen::VectorXf* norm = L.norm_of(gi.sink);
+        linear_weights* prev = norm ? nullptr : &L[gi.previous];
+        const RowMajorMatrixXf x = capture(w, li, hidden, g, opt.seq, threads, ws, scratch);
+        group_options go;
+        go.name = "layer " + std::to_string(li) + " " + std::string(name(g));
+        go.can_scale = norm || can_fold_linear_into_linear(cview(prev->weight), cview(L[members(g)[0]].weight));
+        go.smoothquant = norm != nullptr;  // SmoothQuant only where a norm absorbs it
+        go.compute_error = false;
+        for (linear l : members(g)) go.clip.push_back(info(l).awq_clip);
+        if (rc.awq && opt.awq_loss == awq_loss_kind::block && (g == linear_group::qkv || g == linear_group::gate_up)) {
+          const std::size_t all_windows = static_cast<std::size_t>(x.rows()) / opt.seq;
+          const std::size_t nw = opt.awq_block_windows == 0 ? all_windows : std::min(opt.awq_block_windows, all_windows);
+          auto xs = std::make_shared<const RowMajorMatrixXf>(x.topRows(static_cast<Eigen::Index>(nw * opt.seq)));
+          go.awq_block = awq_block_of(w, L, g, std::move(xs), act, opt.seq, threads);
+        }
+        log(li, (rc.smoothquant && norm ? "smoothquant+" : "") + std::string(rc.awq ? "awq " : "scale ") +
+                    std::string(name(g)));
+        group_scaling<F> sc = scale_group<F>(group_views(L, g), cview(x), rc, go);
+        group_report rep;
+        rep.layer = li, rep.group = g, rep.scaled = !sc.smooth_scales.empty() || !sc.awq_scales.empty(), rep.alpha = sc.alpha, rep.awq_ratio = sc.awq_ratio;
+        std::size_t i = 0;
+        for (linear l : members(g)) L[l].weight = std::move(sc.weights[i++]);
+        // Fold SmoothQuant's and AWQ's parts one after the other, as they were applied to X.
+        for (const std::vector<float>* s : {&sc.smooth_scales, &sc.awq_scales}) {
+          if (s->empty()) continue;
+          if (norm) {
+            fold_into_norm(span_of(*norm), {}, *s);
+          } else {
+            std::span<float> bias = prev->has_bias() ? span_of(prev->bias) : std::span<float>{};
+            fold_into_previous_linear(mview(prev->weight), bias, *s);
+          }
+        }
+        rep.smooth_scales = std::move(sc.smooth_scales);
+        rep.awq_scales = std::move(sc.awq_scales);
+        reports.push_back(std::move(rep));
+      }
+    }
+    // 2. Clip search on the final scaled weights (a later fold rescales earlier linears' rows: o's s
+    //    into v_proj, down's into up_proj, which would move the block exponents a clip found before
+    //    it was chosen for). All thresholds come from the unclipped layer's inputs, then all apply.
+    if (rc.clips()) {
+      log(li, "awq clip");
+      const awq_options ao = rc.awq_opts();
+      scratch = hidden;
+      const forward_hooks none;
+      layer_walker lw(w, li, scratch, opt.seq, none, threads, &ws);
+      std::vector<std::pair<linear, awq_clip_result>> clips;
+      for (linear_group g : all_groups) {
+        const RowMajorMatrixXf& x = lw.input(g);
+        for (linear l : members(g))
+          if (info(l).awq_clip) clips.emplace_back(l, awq_search_clip<F>(cview(L[l].weight), cview(x), ao));
+      }
+      for (auto& [l, c] : clips) apply_clip(mview(L[l].weight), c);
+    }
+  return reports;
+}
+
+}  // namespace mxq::detail::pipeline
+
+namespace mxq::llm {
+
+// The scaling phases of quantize_model on layer `layer` alone (no quantization): SmoothQuant/AWQ
+// scales folded into the layer (its fp32 function unchanged up to rounding), AWQ clip where the
+// recipe clips. `hidden` holds the layer's calibration inputs (n_windows * opt.seq rows).
+template <format_type F>
+std::vector<group_report> scale_layer(model_weights& w, std::size_t layer, const RowMajorMatrixXf& hidden, recipe rc,
+                                      const model_options& opt = {}) {
+  pin_eigen_blocking();
+  const unsigned threads = resolve_threads(opt.threads);
+  rc.threads = static_cast<int>(threads);
+  if (rc.gptq) rc.gptq->options.threads = static_cast<int>(threads);
+  detail::model::workspace ws;
+  RowMajorMatrixXf scratch;
+  detail::model::check_batch(w, layer, hidden, opt.seq);
+  return detail::pipeline::scale_layer<F>(w, layer, hidden, rc, opt, threads, ws, scratch, [](std::size_t, const std::string&) {});
+}
+
+// Quantizes every decoder linear of `w` in place with recipe `rc` (weights become their
+// dequantized values, norms and previous linears absorb SmoothQuant/AWQ scales) and returns the
+// packed weights. `calib` holds n_windows * opt.seq token ids (ignored by plain RTN).
+template <format_type F>
+quantized_model<F> quantize_model(model_weights& w, std::span<const token_id> calib, recipe rc,
+                                  const model_options& opt = {}) {
+  namespace dp = detail::pipeline;
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  pin_eigen_blocking();
+  const bool calibrate = rc.calibrates();
+  if (calibrate && (opt.seq == 0 || calib.empty() || calib.size() % opt.seq != 0))
+    throw error("quantize_model: " + std::to_string(calib.size()) + " calibration tokens do not form windows of " +
+                std::to_string(opt.seq));
+  const unsigned threads = resolve_threads(opt.threads);
+  rc.threads = static_cast<int>(threads);
+  if (rc.gptq) {
+    rc.gptq->options.threads = static_cast<int>(threads);
+    rc.gptq->options.rtn_fallback = true;  // a degenerate Hessian degrades to RTN for that linear, not the run
+  }
+  const act_quant_fn act = make_act_quant_fn(rc.act);
+  const bool scales = rc.smoothquant || rc.awq;
+
+  quantized_model<F> out;
+  RowMajorMatrixXf hidden = calibrate ? embed(w, calib) : RowMajorMatrixXf();
+  detail::model::workspace ws;  // reused by every layer: no page faults on fresh buffers per step
+  RowMajorMatrixXf scratch;
+  const std::size_t n_layers = w.layers.size();
+  auto log = [&](std::size_t layer, const std::string& what) {
+    if (!opt.progress) return;
+    const double el = std::chrono::duration<double>(clock::now() - t0).count();
+    const double eta = layer == 0 ? 0.0 : el / static_cast<double>(layer) * static_cast<double>(n_layers - layer);
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "layer %zu/%zu %-28s elapsed %6.1fs  eta %6.1fs", layer + 1, n_layers, what.c_str(), el,
+                  eta);
+    opt.progress(buf);
+  };
+
+  for (std::size_t li = 0; li < n_layers; ++li) {
+    decoder_layer_weights& L = w.layers[li];
+    // 1.-2. Scaling and clipping on the fp32 layer.
+    if (scales) {
+      auto rep = detail::pipeline::scale_layer<F>(w, li, hidden, rc, opt, threads, ws, scratch, log);
+      out.groups.insert(out.groups.end(), std::make_move_iterator(rep.begin()), std::make_move_iterator(rep.end()));
+    }
+    // 3. True-sequential finishing: each group's input from the sublayers already quantized in
+    //    front of it; 4. the walk ends with hidden = the quantized layer's output.
+    forward_hooks hooks;
+    hooks.act_quant = act;  // the walker hands finish_group inputs already activation-quantized
+    recipe finish_rc = rc;
+    finish_rc.act = {};
+    std::optional<layer_walker> lw;
+    if (calibrate) lw.emplace(w, li, hidden, opt.seq, hooks, threads, &ws);
+    for (linear_group g : all_groups) {
+      log(li, std::string(rc.gptq ? "gptq " : "rtn ") + std::string(name(g)));
+      const matrix_view<const float> x = lw ? dp::cview(lw->input(g)) : matrix_view<const float>{};
+      auto done = finish_group<F>(dp::group_views(L, g), x, finish_rc, "layer " + std::to_string(li) + " " + std::string(name(g)));
+      std::size_t i = 0;
+      for (linear l : members(g)) {
+        L[l].weight = std::move(done.weights[i]);
+        out.linears.emplace_back(tensor_prefix(li, l), std::move(done.packed[i]));
+        ++i;
+      }
+    }
+    if (lw) {
+      log(li, "forward");
+      lw->finish();
+    }
+  }
+  out.seconds = std::chrono::duration<double>(clock::now() - t0).count();
+  return out;
+}
+
+}  // namespace mxq::llm

@@ -1,0 +1,33 @@
+// Compiles and runs the documented example of <mxq/kernels.hpp> with only that header included.
+#include <mxq/kernels.hpp>
+
+#include <cstddef>
+#include <cstdio>
+#include <vector>
+
+#define CHECK(c)                                                                 \
+  do {                                                                           \
+    if (!(c)) {                                                                  \
+      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
+      return 1;                                                                  \
+    }                                                                            \
+  } while (0)
+
+int main() {
+  const std::size_t rows = 1000;
+  const int threads = 2;
+  const mxq::quant_options opts{};
+  std::vector<int> seen(rows, 0);
+
+  constexpr bool fast = mxq::kernel::has_fast_quant<mxq::mxfp4>;
+  bool simd = mxq::kernel::can_quantize<mxq::mxfp4>(opts);
+  mxq::kernel::parallel_ranges(rows, threads, 16, [&](std::size_t r0, std::size_t r1) {
+    for (std::size_t r = r0; r < r1; ++r) ++seen[r];
+  });
+
+  static_assert(fast, "MXFP4 has SIMD quantize kernels");
+  static_assert(!mxq::kernel::has_fast_quant<mxq::int4_g128>, "the INT baselines run the scalar oracle");
+  CHECK(simd == mxq::kernel::simd_available);  // true only in a translation unit built with AVX2+FMA
+  for (std::size_t r = 0; r < rows; ++r) CHECK(seen[r] == 1);
+  return 0;
+}

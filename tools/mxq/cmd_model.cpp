@@ -1,0 +1,280 @@
+// mxq quantize-model and mxq table: whole-model calibration and the paper-style grid.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include <mxq/llm/checkpoint.hpp>
+#include <mxq/llm/perplexity.hpp>
+#include <mxq/llm/quantize_model.hpp>
+#include <mxq/llm/weights.hpp>
+
+#include "args.hpp"
+#include "parse.hpp"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+double seconds(clock_type::time_point t0) { return std::chrono::duration<double>(clock_type::now() - t0).count(); }
+
+std::vector<mxq::llm::token_id> windows_of(const std::vector<mxq::llm::token_id>& tokens, std::size_t n, std::size_t seq,
+                                      const std::string& what) {
+  if (tokens.size() / seq < n)
+    throw mxq::error(what + " holds " + std::to_string(tokens.size() / seq) + " windows of " + std::to_string(seq) +
+                     " tokens, " + std::to_string(n) + " requested");
+  return {tokens.begin(), tokens.begin() + static_cast<std::ptrdiff_t>(n * seq)};
+}
+
+// The model-level knobs (the recipe itself comes from parse.hpp's grammar): --seq, --threads,
+// --awq-loss block|linear, --awq-windows N (the block loss runs on N windows, the linear-output
+// losses sample N * seq tokens).
+const std::set<std::string> model_option_names = {"seq", "awq-loss", "awq-windows"};
+
+mxq::llm::model_options model_options_from(const mxq::cli::parsed_args& a, mxq::recipe& rc) {
+  mxq::llm::model_options o;
+  const long seq = a.integer("seq", 256);
+  if (seq < 2) throw mxq::error("--seq must be at least 2");
+  o.seq = static_cast<std::size_t>(seq);
+  o.threads = static_cast<unsigned>(rc.threads);
+  const std::string loss = a.get("awq-loss", "block");
+  if (loss != "block" && loss != "linear") throw mxq::error("--awq-loss must be block or linear, not '" + loss + "'");
+  o.awq_loss = loss == "block" ? mxq::llm::awq_loss_kind::block : mxq::llm::awq_loss_kind::linear;
+  const long n = a.integer("awq-windows", 16);
+  if (n < 0) throw mxq::error("--awq-windows must be >= 0 (0 = every calibration window)");
+  o.awq_block_windows = static_cast<std::size_t>(n);
+  if (rc.awq) rc.awq->options.search_tokens = o.awq_block_windows * o.seq;
+  return o;
+}
+
+// Quantizes `w` in place; returns the packed result through `sink` (typed).
+template <class Sink>
+void run_quantization(mxq::llm::model_weights& w, const std::vector<mxq::llm::token_id>& calib, const std::string& format,
+                      const mxq::recipe& rc, const mxq::llm::model_options& mo, Sink&& sink) {
+  mxq::visit_format(format, [&](auto tag) {
+    using F = typename decltype(tag)::type;
+    sink(mxq::llm::quantize_model<F>(w, calib, rc, mo));
+  });
+}
+
+constexpr const char* quantize_model_usage =
+    "usage: mxq quantize-model --model DIR --format NAME --method METHOD --out DIR\n"
+    "       [--calib FILE.u16 (required unless METHOD is rtn)] [--calib-windows 128] [--seq 256]\n"
+    "       [--act-format NAME] [--alpha 0.5] [--alpha-grid] [--awq-gptq off|verify|grid] [--awq-loss block|linear]\n"
+    "       [--awq-windows 16] [--damp 0.01] [--block 128] [--act-order] [--order none|blockwise|global]\n"
+    "       [--static-scales] [--mse-weights hseq|hinv|hdiag|uniform] [--scale-rule floor|ceil|mse]\n"
+    "       [--threads N (0 = every core; the checkpoint does not depend on it)] [--tokens FILE.u16 [--windows 256]]\n"
+    "  METHOD: rtn, gptq, awq, awq+gptq, sq+rtn, sq+gptq, sq+awq, sq+awq+gptq (steps sq, awq, gptq|rtn joined by '+')";
+
+int run_quantize_model(const mxq::cli::args_t& raw) {
+  std::set<std::string> options = {"model", "format", "calib", "calib-windows", "out", "tokens", "windows"};
+  options.insert(mxq::cli::recipe_options.begin(), mxq::cli::recipe_options.end());
+  options.insert(model_option_names.begin(), model_option_names.end());
+  const auto a = mxq::cli::parse(raw, options, mxq::cli::recipe_switches);
+  if (!a.positional.empty())
+    throw mxq::error("unexpected argument '" + a.positional[0] + "' (see mxq quantize-model --help)");
+  for (const char* req : {"model", "format", "out"})
+    if (!a.values.count(req)) throw mxq::error(std::string("missing required option --") + req + " (see mxq quantize-model --help)");
+  // Every argument and input file is checked before the weights are loaded.
+  const std::string model_dir = a.require("model"), out_dir = a.require("out"), format = a.require("format");
+  if (!mxq::is_known_format(format)) throw mxq::error("unknown format '" + format + "' (see `mxq formats`)");
+  const std::string method = a.get("method", "rtn");
+  mxq::recipe rc = mxq::cli::recipe_from_args(a);
+  mxq::llm::model_options mo = model_options_from(a, rc);
+  if (fs::exists(out_dir) && !fs::is_directory(out_dir))
+    throw mxq::error(out_dir + ": --out exists and is not a directory");
+  const mxq::llm::model_config cfg = mxq::llm::load_model_config(model_dir);
+  std::vector<mxq::llm::token_id> calib;
+  const long n_calib = a.integer("calib-windows", 128);
+  if (n_calib <= 0) throw mxq::error("--calib-windows must be a positive number of windows");
+  if (rc.calibrates()) {
+    if (!a.values.count("calib"))
+      throw mxq::error("method '" + method + "' needs calibration tokens: --calib FILE.u16 (uint16 token ids)");
+    const std::string calib_file = a.require("calib");
+    calib = windows_of(mxq::llm::read_tokens_u16(calib_file, cfg.vocab_size), static_cast<std::size_t>(n_calib), mo.seq,
+                       calib_file);
+  }
+  std::vector<mxq::llm::token_id> tokens;
+  mxq::llm::perplexity_options po;
+  if (a.has("tokens")) {
+    tokens = mxq::llm::read_tokens_u16(a.require("tokens"), cfg.vocab_size);
+    po.seq_len = mo.seq;
+    const long nw = a.integer("windows", 256);
+    if (nw <= 0) throw mxq::error("--windows must be a positive number of windows");
+    po.windows = static_cast<std::size_t>(nw);
+    if (tokens.size() / mo.seq < po.windows)
+      throw mxq::error(a.require("tokens") + " holds " + std::to_string(tokens.size() / mo.seq) + " windows of " +
+                       std::to_string(mo.seq) + " tokens, " + std::to_string(po.windows) + " requested");
+  }
+  mo.progress = [](const std::string& s) { std::fprintf(stderr, "quantize-model: %s\n", s.c_str()); };
+  const auto t0 = clock_type::now();
+  mxq::llm::model_weights w = mxq::llm::load_model(model_dir);
+  std::fprintf(stderr, "quantize-model: %s -> %s, %s %s, %zu calibration windows\n", model_dir.c_str(), out_dir.c_str(),
+               format.c_str(), rc.name().c_str(), calib.size() / mo.seq);
+  std::size_t n_linears = 0, packed_bytes = 0;
+  const std::string act_format = rc.act ? rc.act.name : "";
+  run_quantization(w, calib, format, rc, mo, [&](const auto& qm) {
+    for (const auto& [name, p] : qm.linears) ++n_linears, packed_bytes += p.storage_bytes();
+    mxq::llm::write_quantized_checkpoint(out_dir, model_dir, w, qm,
+                                         {{"mxq.method", method}, {"mxq.act_format", act_format},
+                                          {"mxq.calib_windows", std::to_string(calib.size() / mo.seq)}});
+  });
+  std::printf("linears: %zu\npacked_bytes: %zu\nseconds: %.1f\n", n_linears, packed_bytes, seconds(t0));
+  if (!tokens.empty()) {
+    po.threads = mxq::llm::resolve_threads(mo.threads);
+    po.act_quant = mxq::llm::make_act_quant_fn(rc.act);
+    std::printf("ppl: %.4f\n", mxq::llm::perplexity(w, tokens, po).ppl);
+  }
+  std::printf("quantized: %s\n", out_dir.c_str());
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// mxq table
+
+struct cell {
+  const char* group;  // W-only, W4A8, ...
+  const char* format;
+  const char* method;
+  const char* act;  // "" = fp32 activations
+};
+
+constexpr cell grid[] = {
+    {"W-only", "mxint8", "rtn", ""},         {"W-only", "mxint4", "rtn", ""},
+    {"W-only", "mxint4", "gptq", ""},        {"W-only", "mxint4", "awq", ""},
+    {"W-only", "mxint4", "awq+gptq", ""},    {"W-only", "mxfp4", "rtn", ""},
+    {"W-only", "mxfp4", "gptq", ""},         {"W-only", "mxfp4", "awq", ""},
+    {"W-only", "mxfp4", "awq+gptq", ""},     {"W-only", "mxfp6_e2m3", "rtn", ""},
+    {"W-only", "mxfp8_e4m3", "rtn", ""},     {"W-only", "int4_g128", "rtn", ""},
+    {"W-only", "int4_g128", "gptq", ""},     {"W-only", "int4_g128", "awq", ""},
+    {"W-only", "int4_g128", "awq+gptq", ""}, {"W-only", "int4_pc", "rtn", ""},
+    {"W-only", "int4_pc", "gptq", ""},       {"W-only", "nvfp4", "rtn", ""},
+    {"W-only", "nvfp4", "gptq", ""},         {"W4A8", "mxint4", "rtn", "mxint8"},
+    {"W4A8", "mxint4", "sq+rtn", "mxint8"},  {"W4A8", "mxint4", "gptq", "mxint8"},
+    {"W4A8", "mxint4", "sq+gptq", "mxint8"}, {"W4A8", "mxint4", "awq+gptq", "mxint8"},
+    {"W4A8", "mxint4", "sq+awq+gptq", "mxint8"}, {"W8A8", "mxint8", "rtn", "mxint8"},
+    {"W4A4", "mxfp4", "rtn", "mxfp4"},       {"W4A4", "mxfp4", "gptq", "mxfp4"},
+};
+
+std::string cell_key(const std::string& format, const std::string& method, const std::string& act) {
+  return format + "/" + method + (act.empty() ? "" : "/A" + act);
+}
+
+constexpr const char* table_usage =
+    "usage: mxq table --model DIR --tokens FILE.u16 --calib FILE.u16 [--windows 256] [--calib-windows 128] [--seq 256]\n"
+    "       [--only KEY] [--reference FILE.json] [--threads N] [--awq-loss block|linear] [--awq-windows 16]\n"
+    "       [--alpha 0.5] [--awq-gptq off|verify|grid] [--damp 0.01] [--block 128] [--act-order] ...\n"
+    "  every cell of the grid (formats x methods, W-only / W4A8 / W8A8 / W4A4); KEY filters cells by\n"
+    "  substring of format/method[/Aact], e.g. --only mxfp4 or --only mxint4/awq";
+
+int run_table(const mxq::cli::args_t& raw) {
+  std::set<std::string> options = {"model", "tokens", "calib", "windows", "calib-windows", "only", "reference"};
+  options.insert(mxq::cli::recipe_options.begin(), mxq::cli::recipe_options.end());
+  options.insert(model_option_names.begin(), model_option_names.end());
+  options.erase("method");
+  options.erase("act-format");
+  const auto a = mxq::cli::parse(raw, options, mxq::cli::recipe_switches);
+  if (!a.positional.empty()) throw mxq::error("unexpected argument '" + a.positional[0] + "' (see mxq table --help)");
+  for (const char* req : {"model", "tokens", "calib"})
+    if (!a.values.count(req)) throw mxq::error(std::string("missing required option --") + req + " (see mxq table --help)");
+  const std::string model_dir = a.require("model"), tokens_file = a.require("tokens"), calib_file = a.require("calib");
+  const long n_windows_arg = a.integer("windows", 256), n_calib_arg = a.integer("calib-windows", 128);
+  if (n_windows_arg <= 0 || n_calib_arg <= 0) throw mxq::error("--windows and --calib-windows must be positive");
+  const std::size_t n_windows = static_cast<std::size_t>(n_windows_arg);
+  const std::size_t n_calib = static_cast<std::size_t>(n_calib_arg);
+  // Each cell's recipe: the grid's method and activation format with the command's flags.
+  auto recipe_of = [&](const std::string& method, const std::string& act) {
+    mxq::cli::parsed_args ca = a;
+    ca.values["method"] = method;
+    ca.values["act-format"] = act;
+    return mxq::cli::recipe_from_args(ca);
+  };
+  mxq::recipe probe = recipe_of("awq+gptq", "");  // validates the flags before any work
+  const mxq::llm::model_options mo_base = model_options_from(a, probe);
+  const std::size_t seq = mo_base.seq;
+  const unsigned threads = mxq::llm::resolve_threads(mo_base.threads);
+  const std::string only = a.get("only", "");
+  const auto t_all = clock_type::now();
+
+  const mxq::llm::model_config cfg = mxq::llm::load_model_config(model_dir);
+  const auto tokens = windows_of(mxq::llm::read_tokens_u16(tokens_file, cfg.vocab_size), n_windows, seq, tokens_file);
+  const auto calib = windows_of(mxq::llm::read_tokens_u16(calib_file, cfg.vocab_size), n_calib, seq, calib_file);
+  const mxq::llm::model_weights original = mxq::llm::load_model(model_dir);
+
+  // Reference perplexities, if the model directory ships them (reference-ppl.json: key -> ppl).
+  nlohmann::json ref;
+  const fs::path ref_file = a.get("reference", (fs::path(model_dir) / "reference-ppl.json").string());
+  if (fs::exists(ref_file)) {
+    std::ifstream f(ref_file);
+    try {
+      ref = nlohmann::json::parse(f);
+    } catch (const std::exception& e) {
+      throw mxq::error(ref_file.string() + ": invalid JSON: " + e.what());
+    }
+    if (ref.value("windows", 0) != static_cast<int>(n_windows)) ref = nlohmann::json();  // other window count
+  }
+  auto ref_of = [&](const std::string& key) -> double {
+    if (!ref.is_object() || !ref.contains("ppl") || !ref["ppl"].contains(key)) return 0.0;
+    return ref["ppl"][key].get<double>();
+  };
+
+  auto eval = [&](const mxq::llm::model_weights& w, const mxq::activation_quant& act) {
+    mxq::llm::perplexity_options po;
+    po.seq_len = seq;
+    po.windows = n_windows;
+    po.threads = threads;
+    po.act_quant = mxq::llm::make_act_quant_fn(act);
+    return mxq::llm::perplexity(w, tokens, po).ppl;
+  };
+
+  std::fprintf(stderr, "table: %s, %zu test windows, %zu calibration windows of %zu tokens, %u threads\n",
+               model_dir.c_str(), n_windows, n_calib, seq, threads);
+  auto t0 = clock_type::now();
+  const double base = eval(original, {});
+  const double base_s = seconds(t0);
+  std::fprintf(stderr, "table: baseline ppl %.4f (%.1f s)\n", base, base_s);
+
+  std::printf("| config | format | method | act | PPL | Δ vs fp | ref PPL | Δ vs ref | time (s) |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|\n");
+  auto row = [&](const std::string& group, const std::string& format, const std::string& method, const std::string& act,
+                 double ppl, double secs) {
+    const double r = ref_of(cell_key(format, method, act).c_str());
+    char refs[64] = "–", dref[64] = "–";
+    if (r > 0) std::snprintf(refs, sizeof refs, "%.3f", r), std::snprintf(dref, sizeof dref, "%+.2f%%", 100.0 * (ppl / r - 1.0));
+    std::printf("| %s | %s | %s | %s | %.3f | %+.2f%% | %s | %s | %.1f |\n", group.c_str(), format.c_str(), method.c_str(),
+                act.empty() ? "fp32" : act.c_str(), ppl, 100.0 * (ppl / base - 1.0), refs, dref, secs);
+    std::fflush(stdout);
+  };
+  row("baseline", "bf16", "–", "", base, base_s);
+  std::size_t done = 0;
+  for (const cell& c : grid) {
+    const std::string key = cell_key(c.format, c.method, c.act);
+    if (!only.empty() && key.find(only) == std::string::npos) continue;
+    t0 = clock_type::now();
+    mxq::llm::model_weights w = original;
+    mxq::recipe rc = recipe_of(c.method, c.act);
+    const mxq::llm::model_options mo = model_options_from(a, rc);
+    run_quantization(w, calib, c.format, rc, mo, [](const auto&) {});
+    const double ppl = eval(w, rc.act);
+    const double secs = seconds(t0);
+    std::fprintf(stderr, "table: %-28s ppl %.4f (%.1f s)\n", key.c_str(), ppl, secs);
+    row(c.group, c.format, c.method, c.act, ppl, secs);
+    ++done;
+  }
+  std::printf("\n%zu cells, %zu test windows, %zu calibration windows, total %.1f s\n", done, n_windows, n_calib,
+              seconds(t_all));
+  return 0;
+}
+
+const mxq::cli::registrar reg_qm("quantize-model",
+                                 "whole model, layer-wise calibration by a recipe, packed checkpoint (see --help)",
+                                 quantize_model_usage, run_quantize_model);
+const mxq::cli::registrar reg_table("table", "the paper-style grid of formats x methods on one model (see --help)",
+                                    table_usage, run_table);
+
+}  // namespace
