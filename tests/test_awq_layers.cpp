@@ -35,10 +35,13 @@ layer load(const std::string& name) {
   return {mxq::npy_load_f32(kLayers / (name + ".weight.npy")), mxq::npy_load_f32(kLayers / (name + ".inputs.npy"))};
 }
 
-double run(const layer& l, const std::string& fmt, const std::string& method) {
+double run(const layer& l, const std::string& fmt, const std::string& method,
+           mxq::step::awq::gptq_mode mode = mxq::step::awq::gptq_mode::off) {
+  mxq::recipe rc = mxq::cli::parse_method(method);
+  if (rc.awq) rc.awq->gptq_in_loop = mode;  // verify: AWQ+GPTQ never worse than GPTQ on the layer
   return mxq::visit_format(fmt, [&](auto tag) {
     using F = typename decltype(tag)::type;
-    return mxq::quantize_linear<F>(l.wv(), l.xv(), mxq::cli::parse_method(method)).output_error;
+    return mxq::quantize_linear<F>(l.wv(), l.xv(), rc).output_error;
   });
 }
 
@@ -64,7 +67,7 @@ TEST_CASE("AWQ and AWQ+GPTQ meet the targets on the shared code-llama layers", "
       CHECK(got <= 1.02 * want);
     }
     for (const std::string fmt : {"mxint4", "mxfp4", "int4_g128", "int4_pc", "nvfp4"}) {
-      const double gptq = run(l, fmt, "gptq"), awq_gptq = run(l, fmt, "awq+gptq");
+      const double gptq = run(l, fmt, "gptq"), awq_gptq = run(l, fmt, "awq+gptq", mxq::step::awq::gptq_mode::verify);
       std::printf("%-13s %-11s gptq %.6g  awq+gptq %.6g\n", name.c_str(), fmt.c_str(), gptq, awq_gptq);
       INFO(name << " " << fmt << ": awq+gptq " << awq_gptq << " vs gptq " << gptq);
       CHECK(awq_gptq <= gptq);

@@ -168,7 +168,9 @@ TEST_CASE("pipeline: AWQ scales every group, down_proj folded into up_proj, the 
     model_weights w = w0;
     model_options mo;
     mo.awq_block_windows = 2;
-    const auto reports = scale_layer<mxint4>(w, 0, h0, make(sq, true, true), mo);
+    recipe rc = make(sq, true, true);
+    rc.awq->gptq_in_loop = st::awq::gptq_mode::off;  // keep the searched ratios (verify may pick s = 1)
+    const auto reports = scale_layer<mxint4>(w, 0, h0, rc, mo);
     REQUIRE(reports.size() == 4);
     for (const auto& r : reports) {
       INFO(name(r.group));
@@ -233,8 +235,9 @@ TEST_CASE("pipeline: one composition - quantize_group on layer 0 makes the model
   CHECK(rep.smooth_scales == g.smooth_scales);
   CHECK(rep.awq_scales == g.awq_scales);
   // GPTQ then runs on X / s as the folded norm computes it (the model) or as X divided by s (the
-  // group): the same inputs up to rounding, so the codes agree almost everywhere.
-  for (std::size_t i = 0; i < 3; ++i) {
+  // group): the same inputs up to rounding, so the codes agree almost everywhere. (v_proj's rows
+  // also absorb the o group's scale in the model, so only q and k are comparable.)
+  for (std::size_t i = 0; i < 2; ++i) {
     const linear l = members(linear_group::qkv)[i];
     const RowMajorMatrixXf& mine = w.layers[0][l].weight;
     const std::size_t n = static_cast<std::size_t>(mine.size());

@@ -28,6 +28,7 @@ namespace {
 mxq::recipe parse_recipe(const std::string& method, float alpha = 0.5f, const std::string& act = {}) {
   mxq::recipe r = mxq::cli::parse_method(method);
   if (r.smoothquant) r.smoothquant->options.alpha = alpha;
+  if (r.awq) r.awq->gptq_in_loop = st::awq::gptq_mode::verify;  // the safeguard these tests check
   if (!act.empty() && !mxq::is_known_format(act)) throw mxq::error("unknown format '" + act + "'");
   r.act = mxq::activation_quant_by_name(act);
   return r;

@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "config.hpp"
+#include "detail/instances.hpp"
 #include "detail/eigen_blocking.hpp"
 #include "format.hpp"
 #include "format/block.hpp"
@@ -447,5 +448,11 @@ gptq_result<F, Layout> gptq(matrix_view<const float> W, matrix_view<const float>
   res.timings.loop_s = detail::seconds_since(t_loop);
   return res;
 }
+
+#if defined(MXQ_EXTERN_TEMPLATES)
+#define MXQ_GPTQ_INSTANCE(F, KW) \
+  KW template gptq_result<F, lsb_first_layout> gptq<F, lsb_first_layout>(matrix_view<const float>, matrix_view<const float>, const gptq_options&);
+MXQ_FOR_EACH_PREDEFINED_FORMAT(MXQ_GPTQ_INSTANCE, extern)
+#endif
 
 }  // namespace mxq

@@ -45,6 +45,7 @@
 
 #include "awq.hpp"
 #include "config.hpp"
+#include "detail/instances.hpp"
 #include "format/block.hpp"
 #include "gptq.hpp"
 #include "hessian.hpp"
@@ -73,12 +74,14 @@ struct awq {
   enum class clip_mode { automatic, on, off };
   clip_mode clip = clip_mode::automatic;  // automatic: clip search when finished by RTN, none before GPTQ
   // Before GPTQ the grid is searched with RTN in the loop (llm-awq); then
-  //   off    - keep that ratio (llm-awq + GPTQ as published)
+  //   off    - keep that ratio (llm-awq + GPTQ as published; the reference recipe, default)
   //   verify - finish the group with GPTQ at that ratio and at ratio 0 (s = 1) and keep the lower
-  //            output error on the calibration inputs: AWQ+GPTQ is never worse than GPTQ there (default)
+  //            output error on the calibration inputs: AWQ+GPTQ is never worse than GPTQ there
+  //            (on the group's own outputs: on the bundled model it lowers those errors but not
+  //            the perplexity, see README)
   //   grid   - GPTQ at every ratio of the grid (n_grid GPTQ runs)
   enum class gptq_mode { off, verify, grid };
-  gptq_mode gptq_in_loop = gptq_mode::verify;
+  gptq_mode gptq_in_loop = gptq_mode::off;
 };
 
 struct gptq {
@@ -348,9 +351,23 @@ group_scaling<F, Layout> scale_group(std::span<const matrix_view<const float>> w
     throw error(who + ": " + std::to_string(mean.size()) + " activation means for " + std::to_string(in) + " channels");
   for (std::size_t j = 0; j < in; ++j) mean[j] /= res.scales[j];  // mean|x / s1| = mean|x| / s1
   const auto v = dc::views_of(res.weights);
+  // The caller's block computes on the unsmoothed X: after SmoothQuant its candidates W s1 s2 go
+  // back to X's space (/ s1) and its activation scale becomes s1 s2, so it sees Qa(X / (s1 s2)).
+  auto block = [&](std::span<const matrix_view<const float>> cand, std::span<const float> s) {
+    if (res.smooth_scales.empty()) return go.awq_block(cand, s);
+    std::vector<row_matrix_f> u;
+    for (auto c : cand) {
+      u.push_back(dc::to_eigen(c));
+      divide_columns(view_of(u.back()), res.smooth_scales);
+    }
+    std::vector<float> s12;
+    for (std::size_t j = 0; j < s.size(); ++j) s12.push_back(s[j] * res.smooth_scales[j]);
+    const auto uv = dc::views_of(u);
+    return go.awq_block(std::span<const matrix_view<const float>>(uv), s12);
+  };
   awq_scale_result sr =
       go.awq_block ? awq_search_scale<F>(std::span<const float>(mean), std::span<const matrix_view<const float>>(v),
-                                         go.awq_block, ao)
+                                         block, ao)
                    : awq_search_scale<F>(view_of(xs), std::span<const matrix_view<const float>>(v), ao, mean);
 
   // 3. Before GPTQ: finish candidate ratios with GPTQ and keep the one with the lower output error.
@@ -441,5 +458,16 @@ group_result<F, Layout> quantize_linear(matrix_view<const float> weight, matrix_
   const matrix_view<const float> v[] = {weight};
   return quantize_group<F, Layout>(std::span<const matrix_view<const float>>(v), x, rc, go);
 }
+
+#if defined(MXQ_EXTERN_TEMPLATES)
+#define MXQ_RECIPE_INSTANCE(F, KW)                                                                                  \
+  KW template group_result<F, lsb_first_layout> quantize_group<F, lsb_first_layout>(                               \
+      std::span<const matrix_view<const float>>, matrix_view<const float>, const recipe&, const group_options&);     \
+  KW template group_scaling<F, lsb_first_layout> scale_group<F, lsb_first_layout>(                                 \
+      std::span<const matrix_view<const float>>, matrix_view<const float>, const recipe&, const group_options&);     \
+  KW template detail::calib::finished_group<F, lsb_first_layout> finish_group<F, lsb_first_layout>(                \
+      std::span<const matrix_view<const float>>, matrix_view<const float>, const recipe&, const std::string&);
+MXQ_FOR_EACH_PREDEFINED_FORMAT(MXQ_RECIPE_INSTANCE, extern)
+#endif
 
 }  // namespace mxq

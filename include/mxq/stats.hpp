@@ -203,10 +203,12 @@ activation_quant make_activation_quant(quant_options opt = {}) {
           [opt](matrix_view<const float> in, matrix_view<float> out) { fake_quant<A>(in, out, opt); }};
 }
 
-// By name ("mxint8", ...); "" or "none" gives the empty quantizer.
-inline activation_quant activation_quant_by_name(std::string_view name, quant_options opt = {}) {
+// By name ("mxint8", ...) among Formats; "" or "none" gives the empty quantizer. (A template, so
+// a translation unit that never calls it never instantiates every format's quantizer.)
+template <class Formats = predefined_formats>
+activation_quant activation_quant_by_name(std::string_view name, quant_options opt = {}) {
   if (name.empty() || name == "none" || name == "fp32") return {};
-  return visit_format(name, [&](auto tag) { return make_activation_quant<typename decltype(tag)::type>(opt); });
+  return visit_format(name, [&](auto tag) { return make_activation_quant<typename decltype(tag)::type>(opt); }, Formats{});
 }
 
 }  // namespace mxq

@@ -1,16 +1,10 @@
 // Compiles and runs the documented example of <mxq/format.hpp> with only that header included.
 #include <mxq/format.hpp>
 
+#include "check.hpp"  // CHECK, normal_values (no mxq header)
+
 #include <cstdio>
 #include <string_view>
-
-#define CHECK(c)                                                                 \
-  do {                                                                           \
-    if (!(c)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
-      return 1;                                                                  \
-    }                                                                            \
-  } while (0)
 
 int main() {
   using F = mxq::mxfp4;

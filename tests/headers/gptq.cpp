@@ -1,19 +1,13 @@
 // Compiles and runs the documented example of <mxq/gptq.hpp> with only that header included.
 #include <mxq/gptq.hpp>
 
+#include "check.hpp"  // CHECK, normal_values (no mxq header)
+
 #include <cmath>
 #include <cstddef>
 #include <cstdio>
 #include <random>
 #include <vector>
-
-#define CHECK(c)                                                                 \
-  do {                                                                           \
-    if (!(c)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
-      return 1;                                                                  \
-    }                                                                            \
-  } while (0)
 
 int main() {
   const std::size_t out = 64, in = 64, tokens = 256;

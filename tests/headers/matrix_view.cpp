@@ -1,17 +1,11 @@
 // Compiles and runs the documented example of <mxq/matrix_view.hpp> with only that header included.
 #include <mxq/matrix_view.hpp>
 
+#include "check.hpp"  // CHECK, normal_values (no mxq header)
+
 #include <cstddef>
 #include <cstdio>
 #include <vector>
-
-#define CHECK(c)                                                                 \
-  do {                                                                           \
-    if (!(c)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
-      return 1;                                                                  \
-    }                                                                            \
-  } while (0)
 
 int main() {
   const std::size_t rows = 64, cols = 48, r = 5, c = 7;

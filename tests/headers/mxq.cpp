@@ -1,18 +1,12 @@
 // Compiles and runs the documented example of the umbrella header <mxq/mxq.hpp>.
 #include <mxq/mxq.hpp>
 
+#include "check.hpp"  // CHECK, normal_values (no mxq header)
+
 #include <cstddef>
 #include <cstdio>
 #include <random>
 #include <vector>
-
-#define CHECK(c)                                                                 \
-  do {                                                                           \
-    if (!(c)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
-      return 1;                                                                  \
-    }                                                                            \
-  } while (0)
 
 int main() {
   const std::size_t out = 64, in = 64;

@@ -1,16 +1,10 @@
 // Compiles and runs the documented example of <mxq/packed.hpp> with only that header included.
 #include <mxq/packed.hpp>
 
+#include "check.hpp"  // CHECK, normal_values (no mxq header)
+
 #include <cstddef>
 #include <cstdio>
-
-#define CHECK(c)                                                                 \
-  do {                                                                           \
-    if (!(c)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
-      return 1;                                                                  \
-    }                                                                            \
-  } while (0)
 
 int main() {
   const std::size_t rows = 64, cols = 64, r = 3, c = 40;

@@ -1,17 +1,11 @@
 // Compiles and runs the documented example of <mxq/recipe.hpp> with only that header included.
 #include <mxq/recipe.hpp>
 
+#include "check.hpp"  // CHECK, normal_values (no mxq header)
+
 #include <cmath>
 #include <cstdio>
 #include <vector>
-
-#define CHECK(c)                                                                 \
-  do {                                                                           \
-    if (!(c)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
-      return 1;                                                                  \
-    }                                                                            \
-  } while (0)
 
 int main() {
   const mxq::row_matrix_f w_q = mxq::row_matrix_f::Random(64, 64) * 0.05f, w_k = mxq::row_matrix_f::Random(32, 64) * 0.05f,

@@ -6,7 +6,7 @@
 //             rtn, gptq, awq, awq+gptq, sq+rtn, sq+gptq, sq+awq, sq+awq+gptq (no gptq: RTN finishes)
 //   --act-format NAME        activation format (none)
 //   --alpha A  --alpha-grid  SmoothQuant migration strength / search the 21-point grid
-//   --awq-gptq off|verify|grid   AWQ before GPTQ (default verify)
+//   --awq-gptq off|verify|grid   AWQ before GPTQ (default off, the reference recipe)
 //   --damp --block --act-order --order none|blockwise|global --static-scales --mse-weights
 //   --scale-rule floor|ceil|mse  --rounding even|away|zero|stochastic
 #pragma once
@@ -144,7 +144,7 @@ inline recipe recipe_from_args(const parsed_args& a, const std::string& default_
     rc.smoothquant->options.alpha = static_cast<float>(alpha);
     if (a.has("alpha-grid")) rc.smoothquant->options.alpha_grid = default_alpha_grid();
   }
-  const auto mode = lookup(awq_gptq_names, a.get("awq-gptq", "verify"), "--awq-gptq mode");
+  const auto mode = lookup(awq_gptq_names, a.get("awq-gptq", "off"), "--awq-gptq mode");
   if (rc.awq) rc.awq->gptq_in_loop = mode;
   const gptq_options g = gptq_options_from(a, rc.weight_opt);
   if (rc.gptq) rc.gptq->options = g;

@@ -98,15 +98,20 @@ inline std::string packed_format_name(const checkpoint& ck, const std::string& b
   detail::io::fail(ck.path(), "packed weight '" + base + "' has no mxq.format metadata");
 }
 
-// Dequantized float32 weight [rows, cols] of a packed linear, whatever its recorded format.
-inline tensor_f32 read_packed_dequantized(const checkpoint& ck, const std::string& base) {
+// Dequantized float32 weight [rows, cols] of a packed linear, whatever its recorded format among
+// Formats (a template: only the translation units that read checkpoints instantiate them all).
+template <class Formats = predefined_formats>
+tensor_f32 read_packed_dequantized(const checkpoint& ck, const std::string& base) {
   const std::string name = packed_format_name(ck, base);
   if (!is_known_format(name)) detail::io::fail(ck.path(), "packed weight '" + base + "': unknown format '" + name + "'");
-  return visit_format(name, [&](auto tag) {
-    using F = typename decltype(tag)::type;
-    const auto q = read_packed<F>(ck, base);
-    return tensor_f32{{q.rows(), q.cols()}, dequantize(q)};
-  });
+  return visit_format(
+      name,
+      [&](auto tag) {
+        using F = typename decltype(tag)::type;
+        const auto q = read_packed<F>(ck, base);
+        return tensor_f32{{q.rows(), q.cols()}, dequantize(q)};
+      },
+      Formats{});
 }
 
 }  // namespace mxq

@@ -69,11 +69,12 @@ class packed_linears {
   std::map<key, gemm_fn> linears_;
 };
 
-// The packed linears of a quantized checkpoint (mxq quantize-model), each in its recorded format.
+// The packed linears of a quantized checkpoint (write_quantized_checkpoint), each in its recorded format.
 // Throws if the checkpoint holds none (an original model) or a packed linear does not match the
 // config's shapes.
-inline packed_linears load_packed_linears(const std::filesystem::path& dir, const model_config& c,
-                                          gemm_options opt = packed_linears::default_options()) {
+template <class Formats = predefined_formats>
+packed_linears load_packed_linears(const std::filesystem::path& dir, const model_config& c,
+                                   gemm_options opt = packed_linears::default_options()) {
   const checkpoint ck(dir);
   packed_linears out;
   for (std::size_t li = 0; li < c.num_hidden_layers; ++li)
@@ -91,7 +92,7 @@ inline packed_linears load_packed_linears(const std::filesystem::path& dir, cons
                                           std::to_string(q.cols()) + ", the config says " + std::to_string(rows) + "x" +
                                           std::to_string(cols));
         out.add(li, l, std::move(q), opt);
-      });
+      }, Formats{});
     }
   if (out.size() == 0) detail::io::fail(ck.path(), "no packed linear weights (not an mxq quantized checkpoint)");
   return out;

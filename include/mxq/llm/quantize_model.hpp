@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "../awq.hpp"
+#include "../detail/instances.hpp"
 #include "../gptq.hpp"
 #include "../hessian.hpp"
 #include "../packed.hpp"
@@ -162,64 +163,63 @@ std::vector<group_report> scale_layer(model_weights& w, std::size_t li, const Ro
   std::vector<group_report> reports;
   decoder_layer_weights& L = w.layers[li];
   const act_quant_fn act = make_act_quant_fn(rc.act);
-    // 1. Scaling on the fp32 layer, group by group, each fold done before the next group's input.
-    {
-      for (linear_group g : all_groups) {
-        const group_info& gi = info(g);
-        Eigen::VectorXf* norm = L.norm_of(gi.sink);
-        linear_weights* prev = norm ? nullptr : &L[gi.previous];
-        const RowMajorMatrixXf x = capture(w, li, hidden, g, opt.seq, threads, ws, scratch);
-        group_options go;
-        go.name = "layer " + std::to_string(li) + " " + std::string(name(g));
-        go.can_scale = norm || can_fold_linear_into_linear(cview(prev->weight), cview(L[members(g)[0]].weight));
-        go.smoothquant = norm != nullptr;  // SmoothQuant only where a norm absorbs it
-        go.compute_error = false;
-        for (linear l : members(g)) go.clip.push_back(info(l).awq_clip);
-        if (rc.awq && opt.awq_loss == awq_loss_kind::block && (g == linear_group::qkv || g == linear_group::gate_up)) {
-          const std::size_t all_windows = static_cast<std::size_t>(x.rows()) / opt.seq;
-          const std::size_t nw = opt.awq_block_windows == 0 ? all_windows : std::min(opt.awq_block_windows, all_windows);
-          auto xs = std::make_shared<const RowMajorMatrixXf>(x.topRows(static_cast<Eigen::Index>(nw * opt.seq)));
-          go.awq_block = awq_block_of(w, L, g, std::move(xs), act, opt.seq, threads);
-        }
-        log(li, (rc.smoothquant && norm ? "smoothquant+" : "") + std::string(rc.awq ? "awq " : "scale ") +
-                    std::string(name(g)));
-        group_scaling<F> sc = scale_group<F>(group_views(L, g), cview(x), rc, go);
-        group_report rep;
-        rep.layer = li, rep.group = g, rep.scaled = !sc.smooth_scales.empty() || !sc.awq_scales.empty(), rep.alpha = sc.alpha, rep.awq_ratio = sc.awq_ratio;
-        std::size_t i = 0;
-        for (linear l : members(g)) L[l].weight = std::move(sc.weights[i++]);
-        // Fold SmoothQuant's and AWQ's parts one after the other, as they were applied to X.
-        for (const std::vector<float>* s : {&sc.smooth_scales, &sc.awq_scales}) {
-          if (s->empty()) continue;
-          if (norm) {
-            fold_into_norm(span_of(*norm), {}, *s);
-          } else {
-            std::span<float> bias = prev->has_bias() ? span_of(prev->bias) : std::span<float>{};
-            fold_into_previous_linear(mview(prev->weight), bias, *s);
-          }
-        }
-        rep.smooth_scales = std::move(sc.smooth_scales);
-        rep.awq_scales = std::move(sc.awq_scales);
-        reports.push_back(std::move(rep));
+  // 1. Scaling on the fp32 layer, group by group, each fold done before the next group's input.
+  for (linear_group g : all_groups) {
+    const group_info& gi = info(g);
+    Eigen::VectorXf* norm = L.norm_of(gi.sink);
+    linear_weights* prev = norm ? nullptr : &L[gi.previous];
+    const RowMajorMatrixXf x = capture(w, li, hidden, g, opt.seq, threads, ws, scratch);
+    group_options go;
+    go.name = "layer " + std::to_string(li) + " " + std::string(name(g));
+    go.can_scale = norm || can_fold_linear_into_linear(cview(prev->weight), cview(L[members(g)[0]].weight));
+    go.smoothquant = norm != nullptr;  // SmoothQuant only where a norm absorbs it
+    go.compute_error = false;
+    for (linear l : members(g)) go.clip.push_back(info(l).awq_clip);
+    if (rc.awq && opt.awq_loss == awq_loss_kind::block && (g == linear_group::qkv || g == linear_group::gate_up)) {
+      const std::size_t all_windows = static_cast<std::size_t>(x.rows()) / opt.seq;
+      const std::size_t nw = opt.awq_block_windows == 0 ? all_windows : std::min(opt.awq_block_windows, all_windows);
+      auto xs = std::make_shared<const RowMajorMatrixXf>(x.topRows(static_cast<Eigen::Index>(nw * opt.seq)));
+      go.awq_block = awq_block_of(w, L, g, std::move(xs), act, opt.seq, threads);
+    }
+    log(li, (rc.smoothquant && norm ? "smoothquant+" : "") + std::string(rc.awq ? "awq " : "scale ") +
+                std::string(name(g)));
+    group_scaling<F> sc = scale_group<F>(group_views(L, g), cview(x), rc, go);
+    group_report rep;
+    rep.layer = li, rep.group = g, rep.alpha = sc.alpha, rep.awq_ratio = sc.awq_ratio;
+    rep.scaled = !sc.smooth_scales.empty() || !sc.awq_scales.empty();
+    std::size_t i = 0;
+    for (linear l : members(g)) L[l].weight = std::move(sc.weights[i++]);
+    // Fold SmoothQuant's and AWQ's parts one after the other, as they were applied to X.
+    for (const std::vector<float>* s : {&sc.smooth_scales, &sc.awq_scales}) {
+      if (s->empty()) continue;
+      if (norm) {
+        fold_into_norm(span_of(*norm), {}, *s);
+      } else {
+        std::span<float> bias = prev->has_bias() ? span_of(prev->bias) : std::span<float>{};
+        fold_into_previous_linear(mview(prev->weight), bias, *s);
       }
     }
-    // 2. Clip search on the final scaled weights (a later fold rescales earlier linears' rows: o's s
-    //    into v_proj, down's into up_proj, which would move the block exponents a clip found before
-    //    it was chosen for). All thresholds come from the unclipped layer's inputs, then all apply.
-    if (rc.clips()) {
-      log(li, "awq clip");
-      const awq_options ao = rc.awq_opts();
-      scratch = hidden;
-      const forward_hooks none;
-      layer_walker lw(w, li, scratch, opt.seq, none, threads, &ws);
-      std::vector<std::pair<linear, awq_clip_result>> clips;
-      for (linear_group g : all_groups) {
-        const RowMajorMatrixXf& x = lw.input(g);
-        for (linear l : members(g))
-          if (info(l).awq_clip) clips.emplace_back(l, awq_search_clip<F>(cview(L[l].weight), cview(x), ao));
-      }
-      for (auto& [l, c] : clips) apply_clip(mview(L[l].weight), c);
-    }
+    rep.smooth_scales = std::move(sc.smooth_scales);
+    rep.awq_scales = std::move(sc.awq_scales);
+    reports.push_back(std::move(rep));
+  }
+  // 2. Clip search on the final scaled weights (a later fold rescales earlier linears' rows: o's s
+  //    into v_proj, down's into up_proj, which would move the block exponents a clip found before
+  //    it was chosen for). All thresholds come from the unclipped layer's inputs, then all apply.
+  if (rc.clips()) {
+  log(li, "awq clip");
+  const awq_options ao = rc.awq_opts();
+  scratch = hidden;
+  const forward_hooks none;
+  layer_walker lw(w, li, scratch, opt.seq, none, threads, &ws);
+  std::vector<std::pair<linear, awq_clip_result>> clips;
+  for (linear_group g : all_groups) {
+    const RowMajorMatrixXf& x = lw.input(g);
+    for (linear l : members(g))
+      if (info(l).awq_clip) clips.emplace_back(l, awq_search_clip<F>(cview(L[l].weight), cview(x), ao));
+  }
+  for (auto& [l, c] : clips) apply_clip(mview(L[l].weight), c);
+  }
   return reports;
 }
 
@@ -315,5 +315,11 @@ quantized_model<F> quantize_model(model_weights& w, std::span<const token_id> ca
   out.seconds = std::chrono::duration<double>(clock::now() - t0).count();
   return out;
 }
+
+#if defined(MXQ_EXTERN_TEMPLATES)
+#define MXQ_QUANTIZE_MODEL_INSTANCE(F, KW) \
+  KW template quantized_model<F> quantize_model<F>(model_weights&, std::span<const token_id>, recipe, const model_options&);
+MXQ_FOR_EACH_PREDEFINED_FORMAT(MXQ_QUANTIZE_MODEL_INSTANCE, extern)
+#endif
 
 }  // namespace mxq::llm

@@ -115,12 +115,13 @@ inline Eigen::VectorXf load_vector(const checkpoint& ck, const std::string& name
   return v;
 }
 
-inline linear_weights load_linear(const checkpoint& ck, const std::string& prefix, std::size_t out, std::size_t in,
+template <class Formats = predefined_formats>
+linear_weights load_linear(const checkpoint& ck, const std::string& prefix, std::size_t out, std::size_t in,
                                   bool bias_required) {
   linear_weights l;
   if (!ck.contains(prefix + ".weight") && has_packed(ck, prefix)) {
-    // A quantized checkpoint (mxq quantize-model): decode the packed codes exactly.
-    tensor_f32 t = read_packed_dequantized(ck, prefix);
+    // A quantized checkpoint (write_quantized_checkpoint): decode the packed codes exactly.
+    tensor_f32 t = read_packed_dequantized<Formats>(ck, prefix);
     if (t.shape != std::vector<std::size_t>{out, in})
       io::fail(ck.path(), "packed weight '" + prefix + "' has shape " + shape_to_string(t.shape) + ", expected " +
                               shape_to_string(std::vector<std::size_t>{out, in}));
@@ -138,9 +139,10 @@ inline linear_weights load_linear(const checkpoint& ck, const std::string& prefi
 
 namespace mxq::llm {
 
-// Loads every weight to fp32. Throws io_error naming the file for a missing tensor, a wrong shape,
-// an unreadable dtype or a non-finite value.
-inline model_weights load_model_weights(const checkpoint& ck, const model_config& cfg) {
+// Loads every weight to fp32 (packed linears of a quantized checkpoint in any of Formats). Throws
+// io_error naming the file for a missing tensor, a wrong shape, an unreadable dtype or a non-finite value.
+template <class Formats = predefined_formats>
+model_weights load_model_weights(const checkpoint& ck, const model_config& cfg) {
   namespace d = mxq::detail::model;
   model_weights w;
   w.config = cfg;
@@ -154,7 +156,7 @@ inline model_weights load_model_weights(const checkpoint& ck, const model_config
     L.post_attention_layernorm = d::load_vector(ck, p + ".post_attention_layernorm.weight", H);
     for (linear l : all_linears) {
       const auto [out, in] = expected_linear_shape(cfg, l);
-      L[l] = d::load_linear(ck, tensor_prefix(i, l), out, in, has_bias(cfg, l));
+      L[l] = d::load_linear<Formats>(ck, tensor_prefix(i, l), out, in, has_bias(cfg, l));
     }
   }
   w.norm = d::load_vector(ck, "model.norm.weight", H);
@@ -168,12 +170,13 @@ inline model_weights load_model_weights(const checkpoint& ck, const model_config
 }
 
 // Loads config.json and the safetensors weights of a Hugging Face model directory.
-inline model_weights load_model(const std::filesystem::path& dir) {
+template <class Formats = predefined_formats>
+model_weights load_model(const std::filesystem::path& dir) {
   if (!std::filesystem::is_directory(dir))
     mxq::detail::io::fail(dir, "not a model directory (expected config.json and model.safetensors inside)");
   const model_config cfg = load_model_config(dir);
   const checkpoint ck(dir);
-  return load_model_weights(ck, cfg);
+  return load_model_weights<Formats>(ck, cfg);
 }
 
 }  // namespace mxq::llm
