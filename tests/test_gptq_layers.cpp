@@ -19,6 +19,8 @@
 #include <mxq/metrics.hpp>
 #include <mxq/quantize.hpp>
 
+#include "support.hpp"
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -48,8 +50,7 @@ layer_errors run_format(mxq::matrix_view<const float> w, mxq::matrix_view<const 
 TEST_CASE("gptq on the code-llama layers meets the reference errors", "[gptq][layers]") {
   const fs::path dir = fs::path(MXQ_SHARED_DIR) / "layers" / "code-llama";
   if (!fs::exists(dir / "reference-errors.json")) {
-    SUCCEED("no fixtures at " + dir.string() + "; skipped");
-    return;
+    mxq::test::skip_test("no fixtures at " + dir.string());
   }
   nlohmann::json ref;
   std::ifstream(dir / "reference-errors.json") >> ref;
