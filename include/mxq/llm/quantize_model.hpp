@@ -206,6 +206,8 @@ std::vector<group_report> scale_layer(model_weights& w, std::size_t li, const Ro
   // 2. Clip search on the final scaled weights (a later fold rescales earlier linears' rows: o's s
   //    into v_proj, down's into up_proj, which would move the block exponents a clip found before
   //    it was chosen for). All thresholds come from the unclipped layer's inputs, then all apply.
+  //    (With clip_mode::on before GPTQ and verify/grid, scale_group has already clipped its
+  //    candidates on the fp32 inputs, so this pass clips again: an opt-in edge case.)
   if (rc.clips()) {
   log(li, "awq clip");
   const awq_options ao = rc.awq_opts();
