@@ -61,21 +61,9 @@ std::string range_of(const std::vector<float>& s) {
 }
 
 int run(const mxq::cli::args_t& raw) {
-  std::set<std::string> options = {"format", "weight", "inputs", "out", "seed"};
-  options.insert(mxq::cli::recipe_options.begin(), mxq::cli::recipe_options.end());
-  std::set<std::string> switches = mxq::cli::recipe_switches;
-  switches.insert("help");
-  const auto a = mxq::cli::parse(raw, options, switches);
-  if (a.has("help")) {
-    std::printf("%s\n", usage);
-    return 0;
-  }
-  if (!a.positional.empty())
-    throw std::runtime_error("unexpected argument '" + a.positional[0] +
-                             "' (an option missing its value? see mxq quantize-layer --help)");
-  for (const char* req : {"format", "method", "weight", "inputs", "out"})
-    if (!a.values.count(req))
-      throw std::runtime_error(std::string("missing required option --") + req + " (see mxq quantize-layer --help)");
+  // (--help is answered by main.cpp before the command runs.)
+  const auto a = mxq::cli::parse_recipe_command(raw, "quantize-layer", {"format", "weight", "inputs", "out", "seed"},
+                                                {"format", "method", "weight", "inputs", "out"});
   const std::string format = a.require("format"), method = a.require("method"), out = a.require("out");
   if (!mxq::is_known_format(format)) throw std::runtime_error("unknown format '" + format + "' (see `mxq formats`)");
   mxq::recipe rc = mxq::cli::recipe_from_args(a);

@@ -73,13 +73,8 @@ constexpr const char* quantize_model_usage =
 
 int run_quantize_model(const mxq::cli::args_t& raw) {
   std::set<std::string> options = {"model", "format", "calib", "calib-windows", "out", "tokens", "windows"};
-  options.insert(mxq::cli::recipe_options.begin(), mxq::cli::recipe_options.end());
   options.insert(model_option_names.begin(), model_option_names.end());
-  const auto a = mxq::cli::parse(raw, options, mxq::cli::recipe_switches);
-  if (!a.positional.empty())
-    throw mxq::error("unexpected argument '" + a.positional[0] + "' (see mxq quantize-model --help)");
-  for (const char* req : {"model", "format", "out"})
-    if (!a.values.count(req)) throw mxq::error(std::string("missing required option --") + req + " (see mxq quantize-model --help)");
+  const auto a = mxq::cli::parse_recipe_command(raw, "quantize-model", options, {"model", "format", "out"});
   // Every argument and input file is checked before the weights are loaded.
   const std::string model_dir = a.require("model"), out_dir = a.require("out"), format = a.require("format");
   if (!mxq::is_known_format(format)) throw mxq::error("unknown format '" + format + "' (see `mxq formats`)");
@@ -174,14 +169,10 @@ constexpr const char* table_usage =
 
 int run_table(const mxq::cli::args_t& raw) {
   std::set<std::string> options = {"model", "tokens", "calib", "windows", "calib-windows", "only", "reference"};
-  options.insert(mxq::cli::recipe_options.begin(), mxq::cli::recipe_options.end());
   options.insert(model_option_names.begin(), model_option_names.end());
-  options.erase("method");
-  options.erase("act-format");
-  const auto a = mxq::cli::parse(raw, options, mxq::cli::recipe_switches);
-  if (!a.positional.empty()) throw mxq::error("unexpected argument '" + a.positional[0] + "' (see mxq table --help)");
-  for (const char* req : {"model", "tokens", "calib"})
-    if (!a.values.count(req)) throw mxq::error(std::string("missing required option --") + req + " (see mxq table --help)");
+  // The grid gives each cell its method and activation format.
+  const auto a = mxq::cli::parse_recipe_command(raw, "table", options, {"model", "tokens", "calib"}, {},
+                                                {"method", "act-format"});
   const std::string model_dir = a.require("model"), tokens_file = a.require("tokens"), calib_file = a.require("calib");
   const long n_windows_arg = a.integer("windows", 256), n_calib_arg = a.integer("calib-windows", 128);
   if (n_windows_arg <= 0 || n_calib_arg <= 0) throw mxq::error("--windows and --calib-windows must be positive");

@@ -11,6 +11,7 @@
 //   --scale-rule floor|ceil|mse  --rounding even|away|zero|stochastic
 #pragma once
 #include <array>
+#include <initializer_list>
 #include <optional>
 #include <set>
 #include <stdexcept>
@@ -103,6 +104,24 @@ inline const std::set<std::string> recipe_switches = {"alpha-grid", "act-order",
 // GPTQ options from the flags. --act-order is the global descending-diag(H) order with static
 // scales: on the code-llama layers it beats the block-aware (GAR) order with dynamic scales for
 // every format (benchmarks/RESULTS.md); --order picks any.
+// The flags of a recipe-taking command: its own `options` plus the recipe grammar's (less
+// `without`), no positional argument, every `required` option present.
+inline parsed_args parse_recipe_command(const args_t& raw, const std::string& command, std::set<std::string> options,
+                                        std::initializer_list<const char*> required,
+                                        std::set<std::string> switches = {}, const std::set<std::string>& without = {}) {
+  options.insert(recipe_options.begin(), recipe_options.end());
+  switches.insert(recipe_switches.begin(), recipe_switches.end());
+  for (const auto& w : without) options.erase(w);
+  const parsed_args a = parse(raw, options, switches);
+  if (!a.positional.empty())
+    throw std::runtime_error("unexpected argument '" + a.positional[0] + "' (an option missing its value? see mxq " +
+                             command + " --help)");
+  for (const char* req : required)
+    if (!a.values.count(req))
+      throw std::runtime_error(std::string("missing required option --") + req + " (see mxq " + command + " --help)");
+  return a;
+}
+
 inline gptq_options gptq_options_from(const parsed_args& a, const quant_options& quant) {
   gptq_options o;
   o.quant = quant;
