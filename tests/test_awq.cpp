@@ -11,6 +11,9 @@
 
 #include "support.hpp"
 
+// Everything in a namespace of its own: the test programs are unity builds (tests/CMakeLists.txt).
+namespace test_awq {
+
 using mxq::matrix_view;
 using mxq::row_matrix_f;
 using Catch::Matchers::Contains;
@@ -216,3 +219,5 @@ TEST_CASE("AWQ with quantized activations in the loss (W4A8)", "[awq][act]") {
   const double e0 = mxq::scaled_output_error(mxq::view_of(w), mxq::view_of(q0), mxq::view_of(x), {}, o.act);
   CHECK(e < e0);
 }
+
+}  // namespace test_awq

@@ -20,6 +20,9 @@
 #include "parse.hpp"  // the mxq tool's method grammar (tools/mxq)
 #include "support.hpp"
 
+// Everything in a namespace of its own: the test programs are unity builds (tests/CMakeLists.txt).
+namespace test_awq_layers {
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -74,3 +77,5 @@ TEST_CASE("AWQ and AWQ+GPTQ meet the targets on the shared code-llama layers", "
     }
   }
 }
+
+}  // namespace test_awq_layers

@@ -12,6 +12,9 @@
 #include "mxq/io/npy.hpp"
 #include "support.hpp"
 
+// Everything in a namespace of its own: the test programs are unity builds (tests/CMakeLists.txt).
+namespace test_cli_fake_quant {
+
 #ifdef MXQ_CLI_PATH
 namespace fs = std::filesystem;
 
@@ -110,3 +113,5 @@ TEST_CASE("mxq fake-quant: bad input gives one line and a non-zero exit", "[cli]
 #else
 TEST_CASE("mxq CLI tests need the tool (MXQ_BUILD_TOOLS)", "[cli]") { mxq::test::skip_test("the mxq tool is not built"); }
 #endif
+
+}  // namespace test_cli_fake_quant

@@ -16,6 +16,9 @@
 
 #include "support.hpp"
 
+// Everything in a namespace of its own: the test programs are unity builds (tests/CMakeLists.txt).
+namespace test_cli_model {
+
 #ifdef MXQ_CLI_PATH
 namespace fs = std::filesystem;
 
@@ -198,3 +201,5 @@ TEST_CASE("quantize-layer and quantize-model give the same linear for the same r
 #else
 TEST_CASE("model CLI tests need the tool (MXQ_BUILD_TOOLS)", "[cli]") { mxq::test::skip_test("the mxq tool is not built"); }
 #endif
+
+}  // namespace test_cli_model

@@ -11,6 +11,9 @@
 #include "mxq/format.hpp"
 #include "support.hpp"
 
+// Everything in a namespace of its own: the test programs are unity builds (tests/CMakeLists.txt).
+namespace test_conformance {
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -81,3 +84,5 @@ TEST_CASE("conformance: the shared copy and the repo copy are the same vectors",
     CHECK(fs::file_size(conformance_dir() / rel) == entry.file_size());
   }
 }
+
+}  // namespace test_conformance

@@ -7,6 +7,9 @@
 #include "../examples/custom_format.hpp"
 #include "mxq/quantize.hpp"
 
+// Everything in a namespace of its own: the test programs are unity builds (tests/CMakeLists.txt).
+namespace test_custom_format {
+
 TEST_CASE("custom E1M2 element via element_traits specialization", "[format][custom]") {
   using C = mxq::element_codec<user::e1m2_tag>;
   CHECK(C::max_value == 1.75f);
@@ -46,3 +49,5 @@ TEST_CASE("custom MXINT4 with blocks of 64 matches MXINT4 on each 64-block", "[f
       }
     }
 }
+
+}  // namespace test_custom_format

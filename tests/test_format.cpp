@@ -11,6 +11,9 @@
 #include "mxq/format.hpp"
 #include "mxq/quantize.hpp"
 
+// Everything in a namespace of its own: the test programs are unity builds (tests/CMakeLists.txt).
+namespace test_format {
+
 using namespace mxq;
 
 namespace {
@@ -481,3 +484,5 @@ TEST_CASE("registry: names map to formats", "[format]") {
   CHECK(effective_bits<nvfp4>() == 4.5);
   CHECK(effective_bits<mxint8>() == 8.25);
 }
+
+}  // namespace test_format

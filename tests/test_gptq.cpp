@@ -18,6 +18,9 @@
 #include <mxq/metrics.hpp>
 #include <mxq/quantize.hpp>
 
+// Everything in a namespace of its own: the test programs are unity builds (tests/CMakeLists.txt).
+namespace test_gptq {
+
 using Catch::Matchers::Contains;
 
 // A user-defined 4-bit format: sign + 3-bit linear magnitude (E1M2-like), blocks of 64, E8M0 scales.
@@ -368,3 +371,5 @@ TEST_CASE("gptq: scale_rule::mse weights and stochastic rounding run", "[gptq]")
   o.quant.uniform = [&] { return u(gen); };
   check_layout(mxq::gptq<mxq::mxfp4>(p.wv(), p.hv(), o));
 }
+
+}  // namespace test_gptq

@@ -21,6 +21,9 @@
 
 #include "support.hpp"
 
+// Everything in a namespace of its own: the test programs are unity builds (tests/CMakeLists.txt).
+namespace test_gptq_layers {
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -86,3 +89,5 @@ TEST_CASE("gptq on the code-llama layers meets the reference errors", "[gptq][la
     }
   }
 }
+
+}  // namespace test_gptq_layers

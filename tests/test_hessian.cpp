@@ -11,6 +11,9 @@
 #include <mxq/detail/bits.hpp>
 #include <mxq/hessian.hpp>
 
+// Everything in a namespace of its own: the test programs are unity builds (tests/CMakeLists.txt).
+namespace test_hessian {
+
 using Catch::Matchers::Contains;
 
 namespace {
@@ -129,3 +132,5 @@ TEST_CASE("hessian: NaN/Inf in a batch names the row and leaves H unchanged", "[
   CHECK(h.eigen() == before);
   REQUIRE_THROWS_WITH(h.add(mxq::matrix_view<const float>(x.data(), 2, 4)), Contains("4 columns"));
 }
+
+}  // namespace test_hessian

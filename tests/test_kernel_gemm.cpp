@@ -14,6 +14,9 @@
 #include "mxq/gemm.hpp"
 #include "mxq/quantize.hpp"
 
+// Everything in a namespace of its own: the test programs are unity builds (tests/CMakeLists.txt).
+namespace test_kernel_gemm {
+
 namespace {
 
 using mxq::matrix_view;
@@ -214,3 +217,5 @@ TEST_CASE("gemm: arbitrary E4M3 codes (NaN element codes in finite-scale blocks)
     check_product(w, x, x, batch, opt, false, "e4m3 arbitrary codes");
   }
 }
+
+}  // namespace test_kernel_gemm

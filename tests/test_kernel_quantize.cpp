@@ -16,6 +16,9 @@
 #include "mxq/format.hpp"
 #include "mxq/quantize.hpp"
 
+// Everything in a namespace of its own: the test programs are unity builds (tests/CMakeLists.txt).
+namespace test_kernel_quantize {
+
 namespace {
 
 using mxq::matrix_view;
@@ -446,3 +449,5 @@ TEST_CASE("kernel quantize: stochastic rounding and non-fast formats still take 
   const auto q = mxq::quantize<mxq::mxfp4>(matrix_view<const float>(x.data(), 2, 32), opt);
   CHECK(q.rows() == 2);
 }
+
+}  // namespace test_kernel_quantize

@@ -27,6 +27,9 @@
 
 #include "support.hpp"
 
+// Everything in a namespace of its own: the test programs are unity builds (tests/CMakeLists.txt).
+namespace test_model {
+
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
 
@@ -449,3 +452,5 @@ TEST_CASE("token files", "[model][tokens]") {
   const std::vector<mxq::llm::token_id> few(100, 1);
   require_error([&] { (void)mxq::llm::perplexity(code_llama(), few); }, "no full window");
 }
+
+}  // namespace test_model

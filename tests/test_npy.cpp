@@ -12,6 +12,9 @@
 
 #include "support.hpp"
 
+// Everything in a namespace of its own: the test programs are unity builds (tests/CMakeLists.txt).
+namespace test_npy {
+
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
 
@@ -200,3 +203,5 @@ TEST_CASE("npy reads a real layer exported by NumPy", "[npy][fixture]") {
   CHECK(non_finite == 0);
   CHECK(sum_sq > 0);
 }
+
+}  // namespace test_npy

@@ -7,6 +7,9 @@
 
 #include "mxq/io/packed_io.hpp"
 
+// Everything in a namespace of its own: the test programs are unity builds (tests/CMakeLists.txt).
+namespace test_packed_io {
+
 namespace fs = std::filesystem;
 using namespace mxq;
 
@@ -84,3 +87,5 @@ TEST_CASE("packed weights: missing or mis-shaped parts are named errors", "[io][
     CHECK_THROWS_WITH(read_packed_dequantized(ck, "l"), Catch::Contains("unknown format 'mxfp5'"));
   }
 }
+
+}  // namespace test_packed_io

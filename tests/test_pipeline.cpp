@@ -13,6 +13,9 @@
 #include "mxq/llm/quantize_model.hpp"
 #include "mxq/recipe.hpp"
 
+// Everything in a namespace of its own: the test programs are unity builds (tests/CMakeLists.txt).
+namespace test_pipeline {
+
 namespace fs = std::filesystem;
 using namespace mxq;
 using namespace mxq::llm;
@@ -311,3 +314,5 @@ TEST_CASE("pipeline: a quantized checkpoint runs through the packed GEMM kernels
   check(format_tag<int4_g128>{}, "int4_g128");
   CHECK_THROWS_WITH(load_packed_linears(model_dir, original().config), Catch::Contains("no packed linear weights"));
 }
+
+}  // namespace test_pipeline

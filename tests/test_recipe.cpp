@@ -14,6 +14,9 @@
 #include "parse.hpp"  // the mxq tool's method grammar (tools/mxq)
 #include "support.hpp"
 
+// Everything in a namespace of its own: the test programs are unity builds (tests/CMakeLists.txt).
+namespace test_recipe {
+
 using mxq::matrix_view;
 using mxq::row_matrix_f;
 using Catch::Matchers::Contains;
@@ -210,3 +213,5 @@ TEST_CASE("W4A8: activations quantized in the recipe and in the Hessian", "[reci
   CHECK(g.alpha >= 0.0f);
   CHECK(g.output_error <= f.output_error * 1.0001);
 }
+
+}  // namespace test_recipe

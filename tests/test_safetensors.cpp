@@ -15,6 +15,9 @@
 
 #include "support.hpp"
 
+// Everything in a namespace of its own: the test programs are unity builds (tests/CMakeLists.txt).
+namespace test_safetensors {
+
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
 
@@ -247,3 +250,5 @@ TEST_CASE("safetensors reads the real code-llama checkpoint", "[safetensors][fix
   for (float v : emb.data) bad += !std::isfinite(v);
   CHECK(bad == 0);
 }
+
+}  // namespace test_safetensors

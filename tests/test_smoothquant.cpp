@@ -12,6 +12,9 @@
 
 #include "support.hpp"
 
+// Everything in a namespace of its own: the test programs are unity builds (tests/CMakeLists.txt).
+namespace test_smoothquant {
+
 using mxq::matrix_view;
 using mxq::row_matrix_f;
 using Catch::Matchers::Contains;
@@ -213,3 +216,5 @@ TEST_CASE("SmoothQuant alpha search returns the least error of its grid", "[smoo
   CHECK(r.loss == Approx(num / den).epsilon(1e-3));
   REQUIRE_THROWS_AS(mxq::activation_quant_by_name("mxint5"), mxq::error);
 }
+
+}  // namespace test_smoothquant

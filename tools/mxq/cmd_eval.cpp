@@ -15,6 +15,7 @@
 #include "args.hpp"
 #include "command.hpp"
 
+namespace cmd_eval {  // each command apart: mxq_cli is a unity build
 namespace {
 
 struct eval_args {
@@ -131,3 +132,4 @@ const mxq::cli::registrar reg_eval_ppl(
     run_eval_ppl);
 
 }  // namespace
+}  // namespace cmd_eval

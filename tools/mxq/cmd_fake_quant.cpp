@@ -11,6 +11,7 @@
 #include "args.hpp"
 #include "parse.hpp"
 
+namespace cmd_fake_quant {  // each command apart: mxq_cli is a unity build
 namespace {
 
 int run(const mxq::cli::args_t& raw) {
@@ -56,3 +57,4 @@ const mxq::cli::registrar reg("fake-quant", "quantize then dequantize a float32 
                               "usage: mxq fake-quant --format NAME [--rounding even|away|zero|stochastic] [--scale-rule floor|ceil|mse] [--seed N] IN.npy OUT.npy", run);
 
 }  // namespace
+}  // namespace cmd_fake_quant

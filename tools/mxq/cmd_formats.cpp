@@ -6,6 +6,7 @@
 
 #include "command.hpp"
 
+namespace cmd_formats {  // each command apart: mxq_cli is a unity build
 namespace {
 
 template <class F>
@@ -42,3 +43,4 @@ int run(const mxq::cli::args_t& args) {
 const mxq::cli::registrar reg("formats", "print every predefined format", "usage: mxq formats   (prints the table of predefined formats)", run);
 
 }  // namespace
+}  // namespace cmd_formats

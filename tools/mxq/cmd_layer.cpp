@@ -22,6 +22,7 @@
 #include "args.hpp"
 #include "parse.hpp"
 
+namespace cmd_layer {  // each command apart: mxq_cli is a unity build
 namespace {
 
 constexpr const char* usage =
@@ -149,3 +150,4 @@ const mxq::cli::registrar reg("quantize-layer", "quantize one linear layer by a 
                               run);
 
 }  // namespace
+}  // namespace cmd_layer

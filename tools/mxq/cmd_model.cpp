@@ -18,6 +18,7 @@
 
 namespace fs = std::filesystem;
 
+namespace cmd_model {  // each command apart: mxq_cli is a unity build
 namespace {
 
 using clock_type = std::chrono::steady_clock;
@@ -269,3 +270,4 @@ const mxq::cli::registrar reg_table("table", "the paper-style grid of formats x 
                                     table_usage, run_table);
 
 }  // namespace
+}  // namespace cmd_model

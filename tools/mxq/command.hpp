@@ -1,5 +1,5 @@
 // Self-registering subcommands of the mxq tool: each cmd_*.cpp adds its commands at static-init
-// time, so command families live in separate files and compile in parallel.
+// time, so command families live in separate files (compiled together, tools/CMakeLists.txt).
 #pragma once
 #include <functional>
 #include <map>
