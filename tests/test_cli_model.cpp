@@ -144,6 +144,34 @@ TEST_CASE("quantize-model: RTN needs no calibration; bad requests fail before an
   }
 }
 
+TEST_CASE("quantize-model --max-shard-size: Hugging Face shards that eval-ppl reads like one file", "[cli][model]") {
+  const fs::path one = scratch() / "one", many = scratch() / "many";
+  for (const auto& [dir, flag] : {std::pair{one, std::string()}, std::pair{many, std::string(" --max-shard-size 1.5MB")}}) {
+    const auto r = run_cli("quantize-model " + model + " --format mxfp4 --method rtn --out " + dir.string() + flag);
+    INFO(r.err);
+    REQUIRE(r.status == 0);
+    CHECK(last_line(r.out) == "quantized: " + dir.string());
+  }
+  CHECK(fs::exists(one / "model.safetensors"));
+  CHECK(!fs::exists(many / "model.safetensors"));
+  CHECK(fs::exists(many / "model.safetensors.index.json"));
+  std::size_t shards = 0;
+  for (const auto& e : fs::directory_iterator(many)) shards += e.path().filename().string().rfind("model-0000", 0) == 0;
+  CHECK(shards >= 3);  // the 2 MB embedding and lm_head alone, the layers split
+  const auto a = run_cli("eval-ppl --model " + one.string() + " " + test_tokens + " --windows 4");
+  const auto b = run_cli("eval-ppl --model " + many.string() + " " + test_tokens + " --windows 4");
+  REQUIRE(a.status == 0);
+  REQUIRE(b.status == 0);
+  CHECK(last_line(a.out) == last_line(b.out));
+  for (const char* bad : {"0", "5XB", "-1GB", "GB"}) {
+    const auto e = run_cli("quantize-model " + model + " --format mxfp4 --method rtn --out " + (scratch() / "bad").string() +
+                           " --max-shard-size " + std::string(bad));
+    CHECK(e.status != 0);
+    CHECK_THAT(e.err, Catch::Contains("--max-shard-size"));
+    CHECK(!fs::exists(scratch() / "bad"));
+  }
+}
+
 TEST_CASE("quantize-model writes the same checkpoint for --threads 1, 2 and 3", "[cli][model][determinism]") {
   const std::pair<const char*, const char*> recipes[] = {
       {"gptq", ""}, {"awq+gptq", ""}, {"sq+gptq", ""}, {"sq+awq+gptq", " --act-format mxint8"}};

@@ -2,6 +2,7 @@
 // checkpoints reload bit-exactly, and bad requests are named errors.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <unistd.h>
@@ -12,6 +13,7 @@
 #include "mxq/llm/weights.hpp"
 #include "mxq/llm/quantize_model.hpp"
 #include "mxq/recipe.hpp"
+#include "support.hpp"
 
 // Everything in a namespace of its own: the test programs are unity builds (tests/CMakeLists.txt).
 namespace test_pipeline {
@@ -249,6 +251,98 @@ TEST_CASE("pipeline: one composition - quantize_group on layer 0 makes the model
     INFO(name(l) << ": " << same << " / " << n << " identical");
     CHECK(static_cast<double>(same) >= 0.99 * static_cast<double>(n));
   }
+}
+
+TEST_CASE("pipeline: the streamed quantize_model writes the in-memory checkpoint, byte for byte", "[pipeline][stream]") {
+  const auto calib = first_windows("code-calib-128x256.u16", 4);
+  const fs::path dir = fs::temp_directory_path() / ("mxq-stream-" + std::to_string(::getpid()));
+  for (const recipe& rc : {make(false, false, false), make(true, true, true, "mxint8")}) {
+    INFO(rc.name());
+    model_weights w = original();
+    const auto q = quantize_model<nvfp4>(w, calib, rc);
+    write_quantized_checkpoint(dir / "memory", model_dir, w, q, {{"mxq.method", rc.name()}});
+
+    const model_reader src(model_dir);
+    quantized_checkpoint_writer<nvfp4> out(dir / "stream", model_dir, src.config(), src.source(), {{"mxq.method", rc.name()}});
+    std::size_t layers = 0, linears = 0;
+    std::vector<group_report> groups;
+    const layer_sink<nvfp4> sink = [&](std::size_t li, const decoder_layer_weights& L, quantized_model<nvfp4>& ql) {
+      CHECK(li == layers++);
+      for (const auto& [name, p] : ql.linears) out.put_linear(name, p), ++linears;
+      groups.insert(groups.end(), ql.groups.begin(), ql.groups.end());
+      out.put_layer(li, L);
+      for (linear l : all_linears) CHECK(L[l].weight == w.layers[li][l].weight);
+    };
+    quantize_model_streaming<nvfp4>(src, calib, rc, sink);
+    out.finish(src.final_norm());
+    CHECK(layers == 6);
+    CHECK(linears == q.linears.size());
+    CHECK(groups.size() == q.groups.size());
+    CHECK(mxq::test::slurp(dir / "stream" / "model.safetensors") == mxq::test::slurp(dir / "memory" / "model.safetensors"));
+    CHECK(fs::exists(dir / "stream" / "config.json"));
+
+    // Sharded (a 1 MB limit on a 4 MB checkpoint): Hugging Face names and index, the same tensors.
+    write_quantized_checkpoint(dir / "sharded", model_dir, w, q, {{"mxq.method", rc.name()}}, 1'000'000);
+    CHECK(!fs::exists(dir / "sharded" / "model.safetensors"));
+    CHECK(fs::exists(dir / "sharded" / "model.safetensors.index.json"));
+    std::size_t shards = 0;
+    for (const auto& e : fs::directory_iterator(dir / "sharded")) {
+      const std::string f = e.path().filename().string();
+      CHECK(f.find(".tmp.") == std::string::npos);  // nothing half-written left behind
+      if (f.rfind("model-", 0) == 0) {
+        ++shards;
+        const safetensors_file sf(e.path());  // at most the limit, unless one tensor alone is larger
+        std::size_t bytes = 0;
+        for (const auto& t : sf.tensors()) bytes += t.nbytes();
+        CHECK((bytes <= 1'000'000 || sf.tensors().size() == 1));
+      }
+    }
+    CHECK(shards >= 3);
+    const checkpoint a(dir / "memory"), b(dir / "sharded");
+    CHECK(a.names() == b.names());
+    for (const auto& n : a.names()) {
+      const auto x = a.bytes(n), y = b.bytes(n);
+      CHECK(std::equal(x.begin(), x.end(), y.begin(), y.end()));
+    }
+    // Written again unsharded into the same directory: the stale index and shards go.
+    write_quantized_checkpoint(dir / "sharded", model_dir, w, q, {{"mxq.method", rc.name()}});
+    CHECK(!fs::exists(dir / "sharded" / "model.safetensors.index.json"));
+    CHECK(mxq::test::slurp(dir / "sharded" / "model.safetensors") == mxq::test::slurp(dir / "memory" / "model.safetensors"));
+    for (const auto& e : fs::directory_iterator(dir / "sharded")) CHECK(e.path().filename().string().rfind("model-", 0) != 0);
+    fs::remove_all(dir);
+  }
+}
+
+TEST_CASE("pipeline: a streamed writer that is not finished leaves no checkpoint behind", "[pipeline][stream]") {
+  const fs::path dir = fs::temp_directory_path() / ("mxq-unfinished-" + std::to_string(::getpid()));
+  {
+    const model_reader src(model_dir);
+    quantized_checkpoint_writer<mxint4> out(dir, model_dir, src.config(), src.source(), {});
+    model_weights w = original();
+    const auto q = quantize_model<mxint4>(w, {}, recipe{});
+    out.put_linear(q.linears[0].first, q.linears[0].second);
+    CHECK_THROWS_WITH(out.put_linear(q.linears[0].first, q.linears[0].second), Catch::Contains("written twice"));
+  }  // destroyed before finish(), as when quantization throws
+  for (const auto& e : fs::directory_iterator(dir)) FAIL("left behind: " << e.path());
+  safetensors_stream_writer sw;
+  sw.declare("a", st_dtype::F32, {2});
+  sw.open(dir / "x.safetensors");
+  CHECK_THROWS_WITH(sw.commit(), Catch::Contains("never written"));
+  CHECK_THROWS_WITH(sw.put("b", {}), Catch::Contains("not declared"));
+  CHECK(!fs::exists(dir / "x.safetensors"));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("pipeline: model_reader embeds by rows like the whole model, and names bad ids", "[pipeline][stream]") {
+  const model_reader src(model_dir);
+  const auto t = first_windows("code-test.u16", 1);
+  CHECK(src.embed(t) == embed(original(), t));
+  CHECK(src.final_norm() == original().norm);
+  const decoder_layer_weights L = src.layer(3);
+  for (linear l : all_linears) CHECK(L[l].weight == original().layers[3][l].weight);
+  const std::vector<token_id> bad = {1, 4096};
+  CHECK_THROWS_WITH(src.embed(bad), Catch::Contains("token id 4096") && Catch::Contains("vocabulary"));
+  CHECK_THROWS_WITH(src.layer(6), Catch::Contains("out of range"));
 }
 
 TEST_CASE("pipeline: checkpoints do not depend on the thread count", "[pipeline][determinism]") {

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -53,7 +54,7 @@ mxq::llm::model_options model_options_from(const mxq::cli::parsed_args& a, mxq::
   return o;
 }
 
-// Quantizes `w` in place; returns the packed result through `sink` (typed).
+// Quantizes `w` in place (the table keeps whole models in memory: it evaluates each cell).
 template <class Sink>
 void run_quantization(mxq::llm::model_weights& w, const std::vector<mxq::llm::token_id>& calib, const std::string& format,
                       const mxq::recipe& rc, const mxq::llm::model_options& mo, Sink&& sink) {
@@ -63,6 +64,32 @@ void run_quantization(mxq::llm::model_weights& w, const std::vector<mxq::llm::to
   });
 }
 
+// --max-shard-size: bytes, or a number with KB/MB/GB (powers of 1000, as Hugging Face) or KiB/MiB/GiB.
+std::size_t parse_size(const std::string& text, const std::string& option) {
+  static constexpr struct { const char* suffix; double scale; } units[] = {
+      {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1.0}};
+  std::string num = text;
+  double scale = 1.0;
+  for (const auto& u : units) {
+    const std::string sfx = u.suffix;
+    if (num.size() > sfx.size() && num.compare(num.size() - sfx.size(), sfx.size(), sfx) == 0) {
+      num.resize(num.size() - sfx.size());
+      scale = u.scale;
+      break;
+    }
+  }
+  std::size_t used = 0;
+  double v = 0.0;
+  try {
+    v = std::stod(num, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != num.size() || !(v > 0.0) || v * scale > 1e18)
+    throw mxq::error("--" + option + " expects a positive size such as 5GB, 500MB or 1048576, not '" + text + "'");
+  return static_cast<std::size_t>(v * scale);
+}
+
 constexpr const char* quantize_model_usage =
     "usage: mxq quantize-model --model DIR --format NAME --method METHOD --out DIR\n"
     "       [--calib FILE.u16 (required unless METHOD is rtn)] [--calib-windows 128] [--seq 256]\n"
@@ -70,10 +97,13 @@ constexpr const char* quantize_model_usage =
     "       [--awq-windows 16] [--damp 0.01] [--block 128] [--act-order] [--order none|blockwise|global]\n"
     "       [--static-scales] [--mse-weights hseq|hinv|hdiag|uniform] [--scale-rule floor|ceil|mse]\n"
     "       [--threads N (0 = every core; the checkpoint does not depend on it)] [--tokens FILE.u16 [--windows 256]]\n"
+    "       [--max-shard-size 5GB (output shards, Hugging Face naming and index)]\n"
+    "  The checkpoint is streamed: one decoder layer in memory at a time, each written when done.\n"
     "  METHOD: rtn, gptq, awq, awq+gptq, sq+rtn, sq+gptq, sq+awq, sq+awq+gptq (steps sq, awq, gptq|rtn joined by '+')";
 
 int run_quantize_model(const mxq::cli::args_t& raw) {
-  std::set<std::string> options = {"model", "format", "calib", "calib-windows", "out", "tokens", "windows"};
+  std::set<std::string> options = {"model", "format", "calib", "calib-windows", "out", "tokens", "windows",
+                                   "max-shard-size"};
   options.insert(model_option_names.begin(), model_option_names.end());
   const auto a = mxq::cli::parse_recipe_command(raw, "quantize-model", options, {"model", "format", "out"});
   // Every argument and input file is checked before the weights are loaded.
@@ -84,6 +114,8 @@ int run_quantize_model(const mxq::cli::args_t& raw) {
   mxq::llm::model_options mo = model_options_from(a, rc);
   if (fs::exists(out_dir) && !fs::is_directory(out_dir))
     throw mxq::error(out_dir + ": --out exists and is not a directory");
+  const std::size_t max_shard = a.has("max-shard-size") ? parse_size(a.require("max-shard-size"), "max-shard-size")
+                                                        : mxq::llm::default_max_shard_bytes;
   const mxq::llm::model_config cfg = mxq::llm::load_model_config(model_dir);
   std::vector<mxq::llm::token_id> calib;
   const long n_calib = a.integer("calib-windows", 128);
@@ -109,22 +141,34 @@ int run_quantize_model(const mxq::cli::args_t& raw) {
   }
   mo.progress = [](const std::string& s) { std::fprintf(stderr, "quantize-model: %s\n", s.c_str()); };
   const auto t0 = clock_type::now();
-  mxq::llm::model_weights w = mxq::llm::load_model(model_dir);
+  // Streamed: one decoder layer in memory at a time, each written as soon as it is quantized.
+  const mxq::llm::model_reader src(model_dir);
   std::fprintf(stderr, "quantize-model: %s -> %s, %s %s, %zu calibration windows\n", model_dir.c_str(), out_dir.c_str(),
                format.c_str(), rc.name().c_str(), calib.size() / mo.seq);
   std::size_t n_linears = 0, packed_bytes = 0;
   const std::string act_format = rc.act ? rc.act.name : "";
-  run_quantization(w, calib, format, rc, mo, [&](const auto& qm) {
-    for (const auto& [name, p] : qm.linears) ++n_linears, packed_bytes += p.storage_bytes();
-    mxq::llm::write_quantized_checkpoint(out_dir, model_dir, w, qm,
-                                         {{"mxq.method", method}, {"mxq.act_format", act_format},
-                                          {"mxq.calib_windows", std::to_string(calib.size() / mo.seq)}});
+  const std::map<std::string, std::string> metadata = {{"mxq.method", method},
+                                                       {"mxq.act_format", act_format},
+                                                       {"mxq.calib_windows", std::to_string(calib.size() / mo.seq)}};
+  mxq::visit_format(format, [&](auto tag) {
+    using F = typename decltype(tag)::type;
+    mxq::llm::quantized_checkpoint_writer<F> out(out_dir, model_dir, src.config(), src.source(), metadata, max_shard);
+    const mxq::llm::layer_sink<F> sink = [&](std::size_t li, const mxq::llm::decoder_layer_weights& L,
+                                             mxq::llm::quantized_model<F>& q) {
+      for (const auto& [name, p] : q.linears) {
+        ++n_linears, packed_bytes += p.storage_bytes();
+        out.put_linear(name, p);
+      }
+      out.put_layer(li, L);
+    };
+    mxq::llm::quantize_model_streaming<F>(src, calib, rc, sink, mo);
+    out.finish(src.final_norm());
   });
   std::printf("linears: %zu\npacked_bytes: %zu\nseconds: %.1f\n", n_linears, packed_bytes, seconds(t0));
-  if (!tokens.empty()) {
+  if (!tokens.empty()) {  // the written checkpoint, read back: the model an engine would run
     po.threads = mxq::llm::resolve_threads(mo.threads);
     po.act_quant = mxq::llm::make_act_quant_fn(rc.act);
-    std::printf("ppl: %.4f\n", mxq::llm::perplexity(w, tokens, po).ppl);
+    std::printf("ppl: %.4f\n", mxq::llm::perplexity(mxq::llm::load_model(out_dir), tokens, po).ppl);
   }
   std::printf("quantized: %s\n", out_dir.c_str());
   return 0;

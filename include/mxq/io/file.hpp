@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
@@ -66,6 +67,17 @@ class mapped_file {
   std::span<const std::byte> bytes() const { return {data_, size_}; }
   std::size_t size() const { return size_; }
   const std::filesystem::path& path() const { return path_; }
+
+  // Drops the resident pages wholly inside [offset, offset + n) (a read-only private map: they are
+  // read from the file again if touched), so streaming through a file larger than memory keeps the
+  // process's resident set small. Views stay valid.
+  void release(std::size_t offset, std::size_t n) const noexcept {
+    if (!data_ || offset >= size_) return;
+    n = std::min(n, size_ - offset);
+    const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    const std::size_t b = (offset + page - 1) / page * page, e = (offset + n) / page * page;
+    if (e > b) ::madvise(const_cast<std::byte*>(data_) + b, e - b, MADV_DONTNEED);
+  }
 
  private:
   void unmap() noexcept {

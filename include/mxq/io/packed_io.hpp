@@ -32,8 +32,11 @@ constexpr st_dtype scale_dtype() {
 }
 }  // namespace detail::pio
 
-template <format_type F, class Layout>
-void add_packed(safetensors_writer& w, const std::string& base, const packed_matrix<F, Layout>& q) {
+// Adds the tensors of a packed linear to `w`: a safetensors_writer, or anything with its
+// add(name, dtype, shape, bytes) and set_metadata(key, value) (the streaming checkpoint writer
+// declares and fills through the same function, so the two cannot disagree on the layout).
+template <format_type F, class Layout, class Writer = safetensors_writer>
+void add_packed(Writer& w, const std::string& base, const packed_matrix<F, Layout>& q) {
   static_assert(std::is_same_v<Layout, lsb_first_layout>, "checkpoints store the lsb_first layout");
   using S = typename F::scale;
   w.add(base + ".weight_blocks", st_dtype::U8, {q.rows(), q.row_bytes()}, std::as_bytes(q.code_bytes()));

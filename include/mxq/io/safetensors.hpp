@@ -310,6 +310,11 @@ class safetensors_file {
     return out;
   }
   tensor_f32 read(std::string_view name) const { return {info(name).shape, read_f32(name)}; }
+  // Drops the tensor's resident pages (see mapped_file::release); its bytes stay readable.
+  void release(std::string_view name) const {
+    const auto& t = info(name);
+    map_.release(data_offset_ + t.begin, t.nbytes());
+  }
 
  private:
   mapped_file map_;
@@ -359,6 +364,7 @@ class checkpoint {
   std::vector<float> read_f32(std::string_view name) const { return file_of(name).read_f32(name); }
   void read_f32_into(std::string_view name, std::span<float> out) const { file_of(name).read_f32_into(name, out); }
   tensor_f32 read(std::string_view name) const { return file_of(name).read(name); }
+  void release(std::string_view name) const { file_of(name).release(name); }
   const std::vector<safetensors_file>& shards() const { return shards_; }
 
  private:
@@ -402,6 +408,58 @@ class checkpoint {
   std::map<std::string, std::size_t, std::less<>> where_;
 };
 
+namespace detail::st {
+
+struct planned_tensor {
+  std::string name;
+  st_dtype dtype;
+  std::vector<std::size_t> shape;
+  std::size_t nbytes = 0;
+  std::size_t offset = 0;  // in the data section, set by plan_layout
+};
+
+// Validates a tensor declaration and returns its byte size.
+inline std::size_t declared_bytes(const std::string& name, st_dtype dtype, std::span<const std::size_t> shape) {
+  if (name.empty() || name == "__metadata__") throw error("safetensors_writer: invalid tensor name '" + name + "'");
+  std::size_t n = 1;
+  for (auto d : shape) {
+    if (d != 0 && n > std::numeric_limits<std::size_t>::max() / 64 / d)
+      throw error("safetensors_writer: tensor '" + name + "': shape too large");
+    n *= d;
+  }
+  const std::size_t bits = n * st_dtype_bits(dtype);
+  if (bits % 8 != 0)
+    throw error("safetensors_writer: tensor '" + name + "': " + std::string(st_dtype_name(dtype)) + " " +
+                shape_to_string(shape) + " does not fill whole bytes");
+  return bits / 8;
+}
+
+// The file layout both writers use: data ordered by element size (largest first) then name,
+// header padded with spaces to a multiple of 8. Sets every offset; returns the header (with its
+// 8-byte length prefix). `order` is sorted into data order.
+inline std::string plan_layout(std::vector<planned_tensor>& order, const std::map<std::string, std::string>& metadata) {
+  std::sort(order.begin(), order.end(), [](const planned_tensor& a, const planned_tensor& b) {
+    const auto ba = st_dtype_bits(a.dtype), bb = st_dtype_bits(b.dtype);
+    return ba != bb ? ba > bb : a.name < b.name;
+  });
+  nlohmann::json j = nlohmann::json::object();
+  if (!metadata.empty()) j["__metadata__"] = metadata;
+  std::size_t off = 0;
+  for (planned_tensor& e : order) {
+    e.offset = off;
+    j[e.name] = {{"dtype", st_dtype_name(e.dtype)}, {"shape", e.shape}, {"data_offsets", {off, off + e.nbytes}}};
+    off += e.nbytes;
+  }
+  std::string header = j.dump();
+  header.append((8 - header.size() % 8) % 8, ' ');
+  std::string out(8, '\0');
+  const std::uint64_t n = header.size();
+  for (int k = 0; k < 8; ++k) out[static_cast<std::size_t>(k)] = static_cast<char>(static_cast<unsigned char>(n >> (8 * k)));
+  return out + header;
+}
+
+}  // namespace detail::st
+
 // Collects named tensors and writes one .safetensors file: header padded with spaces to a multiple
 // of 8 (so data is 8-aligned), data ordered by element size (largest first) then name, so equal
 // inputs always give identical bytes. Written to a temporary file, then renamed.
@@ -410,21 +468,14 @@ class safetensors_writer {
   void set_metadata(std::string key, std::string value) { metadata_[std::move(key)] = std::move(value); }
 
   void add(std::string name, st_dtype dtype, std::vector<std::size_t> shape, std::span<const std::byte> data) {
-    if (name.empty() || name == "__metadata__") throw error("safetensors_writer: invalid tensor name '" + name + "'");
+    const std::size_t nbytes = detail::st::declared_bytes(name, dtype, shape);
     for (const auto& t : entries_)
-      if (t.name == name) throw error("safetensors_writer: duplicate tensor name '" + name + "'");
-    std::size_t n = 1;
-    for (auto d : shape) {
-      if (d != 0 && n > std::numeric_limits<std::size_t>::max() / 64 / d)
-        throw error("safetensors_writer: tensor '" + name + "': shape too large");
-      n *= d;
-    }
-    const std::size_t bits = n * st_dtype_bits(dtype);
-    if (bits % 8 != 0 || bits / 8 != data.size())
+      if (t.info.name == name) throw error("safetensors_writer: duplicate tensor name '" + name + "'");
+    if (nbytes != data.size())
       throw error("safetensors_writer: tensor '" + name + "': " + std::string(st_dtype_name(dtype)) + " " +
-                  shape_to_string(shape) + " needs " + std::to_string(bits) + " bits, got " +
+                  shape_to_string(shape) + " needs " + std::to_string(nbytes) + " bytes, got " +
                   std::to_string(data.size()) + " bytes");
-    entries_.push_back({std::move(name), dtype, std::move(shape), std::vector<std::byte>(data.begin(), data.end())});
+    entries_.push_back({{std::move(name), dtype, std::move(shape), nbytes, 0}, std::vector<std::byte>(data.begin(), data.end())});
   }
   void add_f32(std::string name, std::vector<std::size_t> shape, std::span<const float> values) {
     add(std::move(name), st_dtype::F32, std::move(shape), std::as_bytes(values));
@@ -438,43 +489,146 @@ class safetensors_writer {
   std::size_t size() const { return entries_.size(); }
 
   void write(const std::filesystem::path& path) const {
-    std::vector<const entry*> order;
-    for (const auto& e : entries_) order.push_back(&e);
-    std::sort(order.begin(), order.end(), [](const entry* a, const entry* b) {
-      const auto ba = st_dtype_bits(a->dtype), bb = st_dtype_bits(b->dtype);
-      return ba != bb ? ba > bb : a->name < b->name;
-    });
-    nlohmann::json j = nlohmann::json::object();
-    if (!metadata_.empty()) j["__metadata__"] = metadata_;
-    std::size_t off = 0;
-    for (const entry* e : order) {
-      j[e->name] = {{"dtype", st_dtype_name(e->dtype)},
-                    {"shape", e->shape},
-                    {"data_offsets", {off, off + e->data.size()}}};
-      off += e->data.size();
-    }
-    std::string header = j.dump();
-    header.append((8 - header.size() % 8) % 8, ' ');
+    std::vector<detail::st::planned_tensor> order;
+    std::map<std::string_view, const std::vector<std::byte>*> data;
+    for (const auto& e : entries_) order.push_back(e.info), data[e.info.name] = &e.data;
+    const std::string header = detail::st::plan_layout(order, metadata_);
     write_file_atomically(path, [&](std::ostream& out) {
-      const std::uint64_t n = header.size();
-      unsigned char le[8];
-      for (int k = 0; k < 8; ++k) le[k] = static_cast<unsigned char>(n >> (8 * k));
-      out.write(reinterpret_cast<const char*>(le), 8);
       out.write(header.data(), static_cast<std::streamsize>(header.size()));
-      for (const entry* e : order)
-        out.write(reinterpret_cast<const char*>(e->data.data()), static_cast<std::streamsize>(e->data.size()));
+      for (const auto& t : order) {
+        const std::vector<std::byte>& d = *data.at(t.name);
+        out.write(reinterpret_cast<const char*>(d.data()), static_cast<std::streamsize>(d.size()));
+      }
     });
   }
 
  private:
   struct entry {
-    std::string name;
-    st_dtype dtype;
-    std::vector<std::size_t> shape;
+    detail::st::planned_tensor info;
     std::vector<std::byte> data;
   };
   std::map<std::string, std::string> metadata_;
   std::vector<entry> entries_;
+};
+
+
+// One .safetensors file whose tensors are all declared first and then filled in any order as they
+// become available (a streamed model, layer by layer), so no tensor waits in memory for the rest.
+// The bytes are those safetensors_writer writes for the same tensors and metadata. The file is
+// written under a temporary name in the destination directory and renamed by commit() only once
+// every tensor was filled; a writer destroyed before that removes its temporary file.
+class safetensors_stream_writer {
+ public:
+  safetensors_stream_writer() = default;
+  safetensors_stream_writer(const safetensors_stream_writer&) = delete;
+  safetensors_stream_writer& operator=(const safetensors_stream_writer&) = delete;
+  safetensors_stream_writer(safetensors_stream_writer&& o) noexcept { *this = std::move(o); }
+  safetensors_stream_writer& operator=(safetensors_stream_writer&& o) noexcept {
+    if (this != &o) {
+      abandon();
+      metadata_ = std::move(o.metadata_), tensors_ = std::move(o.tensors_), index_ = std::move(o.index_);
+      filled_ = std::move(o.filled_), path_ = std::move(o.path_), tmp_ = std::move(o.tmp_);
+      header_bytes_ = o.header_bytes_, fd_ = std::exchange(o.fd_, -1);
+      o.tmp_.clear(), o.path_.clear();
+    }
+    return *this;
+  }
+  ~safetensors_stream_writer() { abandon(); }
+
+  void set_metadata(std::string key, std::string value) {
+    check_not_open("set_metadata");
+    metadata_[std::move(key)] = std::move(value);
+  }
+  void declare(std::string name, st_dtype dtype, std::vector<std::size_t> shape) {
+    check_not_open("declare");
+    const std::size_t nbytes = detail::st::declared_bytes(name, dtype, shape);
+    if (index_.count(name)) throw error("safetensors_writer: duplicate tensor name '" + name + "'");
+    index_.emplace(name, tensors_.size());
+    tensors_.push_back({std::move(name), dtype, std::move(shape), nbytes, 0});
+  }
+  bool declared(std::string_view name) const { return index_.find(name) != index_.end(); }
+  // Bytes of the data section (every declared tensor).
+  std::size_t data_bytes() const {
+    std::size_t n = 0;
+    for (const auto& t : tensors_) n += t.nbytes;
+    return n;
+  }
+
+  // Lays the file out and creates it (temporary name) at its final size.
+  void open(const std::filesystem::path& path) {
+    check_not_open("open");
+    std::vector<detail::st::planned_tensor> order = tensors_;
+    const std::string header = detail::st::plan_layout(order, metadata_);
+    for (const auto& t : order) tensors_[index_.at(t.name)].offset = t.offset;
+    filled_.assign(tensors_.size(), false);
+    path_ = path;
+    tmp_ = path;
+    tmp_ += ".tmp." + std::to_string(::getpid());
+    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd_ < 0) detail::io::fail(path_, "cannot create temporary file " + tmp_.string() + ": " + std::strerror(errno));
+    header_bytes_ = header.size();
+    pwrite_all(header.data(), header.size(), 0);
+    if (::ftruncate(fd_, static_cast<off_t>(header_bytes_ + data_bytes())) != 0)
+      detail::io::fail(path_, std::string("cannot size the file (disk full?): ") + std::strerror(errno));
+  }
+
+  void put(std::string_view name, std::span<const std::byte> data) {
+    if (fd_ < 0) throw error("safetensors_stream_writer: put('" + std::string(name) + "') before open()");
+    const auto it = index_.find(name);
+    if (it == index_.end()) throw error("safetensors_stream_writer: tensor '" + std::string(name) + "' was not declared");
+    const auto& t = tensors_[it->second];
+    if (data.size() != t.nbytes)
+      throw error("safetensors_stream_writer: tensor '" + t.name + "' needs " + std::to_string(t.nbytes) + " bytes, got " +
+                  std::to_string(data.size()));
+    if (filled_[it->second]) throw error("safetensors_stream_writer: tensor '" + t.name + "' written twice");
+    pwrite_all(reinterpret_cast<const char*>(data.data()), data.size(), header_bytes_ + t.offset);
+    filled_[it->second] = true;
+  }
+
+  // Every tensor filled: flush to disk and rename into place.
+  void commit() {
+    if (fd_ < 0) throw error("safetensors_stream_writer: commit() before open()");
+    for (std::size_t i = 0; i < tensors_.size(); ++i)
+      if (!filled_[i]) detail::io::fail(path_, "tensor '" + tensors_[i].name + "' was declared but never written");
+    if (::fsync(fd_) != 0) detail::io::fail(path_, std::string("fsync failed (disk full?): ") + std::strerror(errno));
+    ::close(std::exchange(fd_, -1));
+    std::error_code ec;
+    std::filesystem::rename(tmp_, path_, ec);
+    if (ec) {
+      std::filesystem::remove(tmp_, ec);
+      detail::io::fail(path_, "cannot rename temporary file into place: " + ec.message());
+    }
+    tmp_.clear();
+  }
+
+ private:
+  void check_not_open(const char* what) const {
+    if (fd_ >= 0 || !path_.empty()) throw error(std::string("safetensors_stream_writer: ") + what + " after open()");
+  }
+  void pwrite_all(const char* p, std::size_t n, std::size_t off) {
+    while (n > 0) {
+      const ssize_t k = ::pwrite(fd_, p, n, static_cast<off_t>(off));
+      if (k < 0 && errno == EINTR) continue;
+      if (k <= 0) detail::io::fail(path_, std::string("write failed (disk full?): ") + std::strerror(errno));
+      p += k, n -= static_cast<std::size_t>(k), off += static_cast<std::size_t>(k);
+    }
+  }
+  void abandon() noexcept {
+    if (fd_ >= 0) ::close(std::exchange(fd_, -1));
+    if (!tmp_.empty()) {
+      std::error_code ec;
+      std::filesystem::remove(tmp_, ec);
+      tmp_.clear();
+    }
+  }
+
+  std::map<std::string, std::string> metadata_;
+  std::vector<detail::st::planned_tensor> tensors_;  // declaration order
+  std::map<std::string, std::size_t, std::less<>> index_;
+  std::vector<bool> filled_;
+  std::filesystem::path path_, tmp_;
+  std::size_t header_bytes_ = 0;
+  int fd_ = -1;
 };
 
 }  // namespace mxq

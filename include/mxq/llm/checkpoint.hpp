@@ -1,11 +1,23 @@
-// Writes a quantized model as a Hugging Face-style directory: config files copied, every
-// decoder linear packed (see packed_io.hpp), norms in F32 (they may hold folded SmoothQuant/AWQ
-// scales), embeddings and lm_head copied byte for byte in their original dtype. The recipe is
-// recorded in __metadata__ (mxq.format, mxq.method, mxq.act_format, mxq.version).
+// Writes a quantized model as a Hugging Face-style directory: config files copied, every decoder
+// linear packed (see packed_io.hpp), norms in F32 (they may hold folded SmoothQuant/AWQ scales),
+// embeddings and lm_head copied byte for byte in their original dtype. The recipe is recorded in
+// __metadata__ (mxq.format, mxq.method, mxq.act_format, mxq.version).
+//
+// quantized_checkpoint_writer streams: every tensor is declared up front (so each shard's header
+// and layout are fixed), then filled layer by layer as quantization proceeds, and nothing is held
+// back in memory. Shards hold at most max_shard_bytes each, named and indexed as Hugging Face does
+// (model.safetensors alone, or model-0000k-of-0000n.safetensors + model.safetensors.index.json).
+// Every file is written under a temporary name and renamed when whole; the index (or the single
+// file) and the config come last, so a directory never looks complete before it is.
 #pragma once
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "../io/packed_io.hpp"
 #include "../io/safetensors.hpp"
@@ -14,46 +26,195 @@
 
 namespace mxq::llm {
 
+// Hugging Face's default max_shard_size ("5GB").
+inline constexpr std::size_t default_max_shard_bytes = 5'000'000'000;
+
+// A checkpoint written tensor by tensor into shards of at most max_shard_bytes (a tensor larger
+// than that gets a shard of its own). declare() every tensor in checkpoint order, open(), put()
+// each in any order, commit().
+class sharded_checkpoint_writer {
+ public:
+  explicit sharded_checkpoint_writer(std::filesystem::path dir, std::size_t max_shard_bytes = default_max_shard_bytes)
+      : dir_(std::move(dir)), max_(max_shard_bytes) {
+    if (max_ == 0) throw error("sharded_checkpoint_writer: the maximum shard size must be positive");
+  }
+
+  void set_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
+  void declare(const std::string& name, st_dtype dtype, const std::vector<std::size_t>& shape) {
+    const std::size_t n = mxq::detail::st::declared_bytes(name, dtype, shape);
+    if (shard_of_.count(name)) throw error("sharded_checkpoint_writer: duplicate tensor name '" + name + "'");
+    if (shards_.empty() || (sizes_.back() > 0 && sizes_.back() + n > max_)) shards_.emplace_back(), sizes_.push_back(0);
+    shards_.back().declare(name, dtype, shape);
+    sizes_.back() += n;
+    total_ += n;
+    shard_of_[name] = shards_.size() - 1;
+  }
+  std::size_t shard_count() const noexcept { return shards_.size(); }
+  std::size_t total_bytes() const noexcept { return total_; }
+
+  void open() {
+    if (shards_.empty()) throw error("sharded_checkpoint_writer: no tensors declared");
+    std::filesystem::create_directories(dir_);
+    for (std::size_t k = 0; k < shards_.size(); ++k) {
+      for (const auto& [key, value] : metadata_) shards_[k].set_metadata(key, value);
+      shards_[k].open(dir_ / file_name(k));
+    }
+  }
+  void put(const std::string& name, std::span<const std::byte> data) {
+    const auto it = shard_of_.find(name);
+    if (it == shard_of_.end()) throw error("sharded_checkpoint_writer: tensor '" + name + "' was not declared");
+    shards_[it->second].put(name, data);
+  }
+
+  // Commits every shard, then the index; removes what an earlier write left that would shadow it.
+  void commit() {
+    namespace fs = std::filesystem;
+    for (auto& s : shards_) s.commit();
+    const fs::path index = dir_ / "model.safetensors.index.json";
+    std::error_code ec;
+    if (shards_.size() == 1) {
+      fs::remove(index, ec);  // a stale index would win over the new single file
+    } else {
+      nlohmann::json j;
+      j["metadata"] = {{"total_size", total_}};
+      j["weight_map"] = nlohmann::json::object();
+      for (const auto& [name, k] : shard_of_) j["weight_map"][name] = file_name(k);
+      write_file_atomically(index, [&](std::ostream& out) { out << j.dump(2) << "\n"; });
+      fs::remove(dir_ / "model.safetensors", ec);
+    }
+    for (const auto& e : fs::directory_iterator(dir_, ec)) {  // shards of an earlier, differently split write
+      const std::string f = e.path().filename().string();
+      bool ours = false;
+      for (std::size_t k = 0; k < shards_.size(); ++k) ours = ours || f == file_name(k);
+      if (!ours && f.rfind("model-", 0) == 0 && f.size() > 12 && f.substr(f.size() - 12) == ".safetensors")
+        fs::remove(e.path(), ec);
+    }
+  }
+
+ private:
+  std::string file_name(std::size_t k) const {
+    if (shards_.size() == 1) return "model.safetensors";
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "model-%05zu-of-%05zu.safetensors", k + 1, shards_.size());
+    return buf;
+  }
+  std::filesystem::path dir_;
+  std::size_t max_;
+  std::map<std::string, std::string> metadata_;
+  std::vector<safetensors_stream_writer> shards_;
+  std::vector<std::size_t> sizes_;
+  std::map<std::string, std::size_t> shard_of_;
+  std::size_t total_ = 0;
+};
+
+}  // namespace mxq::llm
+
+namespace mxq::detail::model {
+// add_packed's writer interface onto the sharded writer: declaring, then filling.
+struct declare_into {
+  llm::sharded_checkpoint_writer& w;
+  void add(const std::string& n, st_dtype d, const std::vector<std::size_t>& s, std::span<const std::byte>) { w.declare(n, d, s); }
+  void set_metadata(const std::string& k, const std::string& v) { w.set_metadata(k, v); }
+};
+struct put_into {
+  llm::sharded_checkpoint_writer& w;
+  void add(const std::string& n, st_dtype, const std::vector<std::size_t>&, std::span<const std::byte> b) { w.put(n, b); }
+  void set_metadata(const std::string&, const std::string&) {}
+};
+inline std::span<const std::byte> bytes_of(const Eigen::VectorXf& v) {
+  return std::as_bytes(std::span<const float>(v.data(), static_cast<std::size_t>(v.size())));
+}
+}  // namespace mxq::detail::model
+
+namespace mxq::llm {
+
+// The quantized checkpoint of a model of `cfg` read from `src` (a streamed model_reader or any
+// checkpoint with the same tensors), written as its layers are done.
+template <format_type F>
+class quantized_checkpoint_writer {
+ public:
+  quantized_checkpoint_writer(const std::filesystem::path& out_dir, const std::filesystem::path& src_dir,
+                              const model_config& cfg, const checkpoint& src,
+                              const std::map<std::string, std::string>& metadata,
+                              std::size_t max_shard_bytes = default_max_shard_bytes)
+      : out_(out_dir), src_dir_(src_dir), cfg_(cfg), src_(src), w_(out_dir, max_shard_bytes) {
+    namespace fs = std::filesystem;
+    if (fs::exists(out_dir) && !fs::is_directory(out_dir))
+      throw error(out_dir.string() + ": exists and is not a directory");
+    for (const auto& [k, v] : metadata) w_.set_metadata(k, v);
+    w_.set_metadata("format", "pt");
+    w_.set_metadata("mxq.format", std::string(format_traits<F>::name));
+    w_.set_metadata("mxq.version", std::to_string(MXQ_VERSION_MAJOR) + "." + std::to_string(MXQ_VERSION_MINOR) + "." +
+                                       std::to_string(MXQ_VERSION_PATCH));
+    const std::size_t H = cfg.hidden_size;
+    for (const char* name : {"model.embed_tokens.weight"}) declare_copy(name);
+    mxq::detail::model::declare_into d{w_};
+    for (std::size_t li = 0; li < cfg.num_hidden_layers; ++li) {
+      for (linear l : all_linears) {
+        const auto [rows, cols] = expected_linear_shape(cfg, l);
+        add_packed(d, tensor_prefix(li, l), packed_matrix<F>(rows, cols));
+        if (has_bias(cfg, l) || src.contains(tensor_prefix(li, l) + ".bias"))
+          w_.declare(tensor_prefix(li, l) + ".bias", st_dtype::F32, {rows});
+      }
+      const std::string p = "model.layers." + std::to_string(li);
+      w_.declare(p + ".input_layernorm.weight", st_dtype::F32, {H});
+      w_.declare(p + ".post_attention_layernorm.weight", st_dtype::F32, {H});
+    }
+    w_.declare("model.norm.weight", st_dtype::F32, {H});
+    if (src.contains("lm_head.weight")) declare_copy("lm_head.weight");  // tied embeddings have none
+    w_.open();
+  }
+
+  std::size_t shard_count() const noexcept { return w_.shard_count(); }
+
+  void put_linear(const std::string& prefix, const packed_matrix<F>& q) {
+    mxq::detail::model::put_into p{w_};
+    add_packed(p, prefix, q);
+  }
+  // The layer's norms and biases (after quantization: they hold the folded scales).
+  void put_layer(std::size_t li, const decoder_layer_weights& L) {
+    const std::string p = "model.layers." + std::to_string(li);
+    w_.put(p + ".input_layernorm.weight", mxq::detail::model::bytes_of(L.input_layernorm));
+    w_.put(p + ".post_attention_layernorm.weight", mxq::detail::model::bytes_of(L.post_attention_layernorm));
+    for (linear l : all_linears)
+      if (L[l].has_bias()) w_.put(tensor_prefix(li, l) + ".bias", mxq::detail::model::bytes_of(L[l].bias));
+  }
+  // The final norm, the copied embeddings; commits the shards, then copies the config files.
+  void finish(const Eigen::VectorXf& final_norm) {
+    w_.put("model.norm.weight", mxq::detail::model::bytes_of(final_norm));
+    for (const char* name : {"model.embed_tokens.weight", "lm_head.weight"}) {
+      if (!src_.contains(name)) continue;
+      w_.put(name, src_.bytes(name));
+      src_.release(name);
+    }
+    w_.commit();
+    namespace fs = std::filesystem;
+    for (const char* f : {"config.json", "generation_config.json"})
+      if (fs::exists(src_dir_ / f)) fs::copy_file(src_dir_ / f, out_ / f, fs::copy_options::overwrite_existing);
+  }
+
+ private:
+  void declare_copy(const std::string& name) {
+    const auto& info = src_.info(name);
+    w_.declare(name, info.dtype, info.shape);
+  }
+  std::filesystem::path out_, src_dir_;
+  model_config cfg_;
+  const checkpoint& src_;
+  sharded_checkpoint_writer w_;
+};
+
+// The whole quantized model at once (quantize_model's result and the quantized weights `w`).
 template <format_type F>
 void write_quantized_checkpoint(const std::filesystem::path& out_dir, const std::filesystem::path& src_dir,
                                 const model_weights& w, const quantized_model<F>& q,
-                                const std::map<std::string, std::string>& metadata) {
-  namespace fs = std::filesystem;
-  if (fs::exists(out_dir) && !fs::is_directory(out_dir))
-    throw error(out_dir.string() + ": exists and is not a directory");
-  fs::create_directories(out_dir);
-  for (const char* f : {"config.json", "generation_config.json"})
-    if (fs::exists(src_dir / f)) fs::copy_file(src_dir / f, out_dir / f, fs::copy_options::overwrite_existing);
-
+                                const std::map<std::string, std::string>& metadata,
+                                std::size_t max_shard_bytes = default_max_shard_bytes) {
   const checkpoint src(src_dir);
-  safetensors_writer wr;
-  for (const auto& [k, v] : metadata) wr.set_metadata(k, v);
-  wr.set_metadata("format", "pt");
-  wr.set_metadata("mxq.format", std::string(format_traits<F>::name));
-  wr.set_metadata("mxq.version", std::to_string(MXQ_VERSION_MAJOR) + "." + std::to_string(MXQ_VERSION_MINOR) + "." +
-                                     std::to_string(MXQ_VERSION_PATCH));
-  for (const auto& [prefix, packed] : q.linears) add_packed(wr, prefix, packed);
-
-  auto add_vector = [&](const std::string& name, const Eigen::VectorXf& v) {
-    wr.add_f32(name, {static_cast<std::size_t>(v.size())}, std::span<const float>(v.data(), static_cast<std::size_t>(v.size())));
-  };
-  for (std::size_t li = 0; li < w.layers.size(); ++li) {
-    const auto& L = w.layers[li];
-    const std::string p = "model.layers." + std::to_string(li);
-    add_vector(p + ".input_layernorm.weight", L.input_layernorm);
-    add_vector(p + ".post_attention_layernorm.weight", L.post_attention_layernorm);
-    for (linear l : all_linears) {
-      const auto& lin = L[l];
-      if (lin.has_bias()) add_vector(tensor_prefix(li, l) + ".bias", lin.bias);
-    }
-  }
-  add_vector("model.norm.weight", w.norm);
-  for (const char* name : {"model.embed_tokens.weight", "lm_head.weight"}) {
-    if (!src.contains(name)) continue;  // tied embeddings have no lm_head
-    const auto& info = src.info(name);
-    wr.add(name, info.dtype, info.shape, src.bytes(name));
-  }
-  wr.write(out_dir / "model.safetensors");
+  quantized_checkpoint_writer<F> out(out_dir, src_dir, w.config, src, metadata, max_shard_bytes);
+  for (const auto& [prefix, packed] : q.linears) out.put_linear(prefix, packed);
+  for (std::size_t li = 0; li < w.layers.size(); ++li) out.put_layer(li, w.layers[li]);
+  out.finish(w.norm);
 }
 
 }  // namespace mxq::llm

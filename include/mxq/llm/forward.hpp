@@ -74,11 +74,14 @@ struct workspace {
   bool rope_bf16 = false;
 };
 
-inline void check_batch(const model_weights& w, std::size_t layer, const RowMajorMatrixXf& hidden, std::size_t seq) {
-  const auto& c = w.config;
+inline const decoder_layer_weights& layer_of(const model_weights& w, std::size_t layer) {
   if (layer >= w.layers.size())
     throw error("layer_forward: layer " + std::to_string(layer) + " out of range (model has " +
                 std::to_string(w.layers.size()) + ")");
+  return w.layers[layer];
+}
+
+inline void check_batch(const model_config& c, const RowMajorMatrixXf& hidden, std::size_t seq) {
   if (static_cast<std::size_t>(hidden.cols()) != c.hidden_size)
     throw error("layer_forward: hidden has " + std::to_string(hidden.cols()) + " columns, model hidden_size is " +
                 std::to_string(c.hidden_size));
@@ -256,9 +259,15 @@ class layer_walker {
  public:
   layer_walker(const model_weights& w, std::size_t layer, RowMajorMatrixXf& hidden, std::size_t seq,
                const forward_hooks& hooks = {}, unsigned threads = 1, detail::model::workspace* ws = nullptr)
-      : w_(w), li_(layer), hidden_(hidden), seq_(seq), hooks_(hooks), threads_(resolve_threads(threads)),
+      : layer_walker(w.config, detail::model::layer_of(w, layer), layer, hidden, seq, hooks, threads, ws) {}
+  // One layer on its own (a streamed checkpoint holds one decoder layer at a time); `layer` is its
+  // index, which the hooks see.
+  layer_walker(const model_config& c, const decoder_layer_weights& L, std::size_t layer, RowMajorMatrixXf& hidden,
+               std::size_t seq, const forward_hooks& hooks = {}, unsigned threads = 1,
+               detail::model::workspace* ws = nullptr)
+      : c_(c), L_(L), li_(layer), hidden_(hidden), seq_(seq), hooks_(hooks), threads_(resolve_threads(threads)),
         ws_(ws ? *ws : own_.emplace()) {
-    detail::model::check_batch(w, layer, hidden, seq);
+    detail::model::check_batch(c, hidden, seq);
     pin_eigen_blocking();
   }
   layer_walker(const layer_walker&) = delete;
@@ -275,8 +284,8 @@ class layer_walker {
       throw error("layer_walker: the input of group " + std::string(name(g)) + " of layer " + std::to_string(li_) +
                   " was asked out of order (groups run qkv, o, gate_up, down)");
     ++next_;
-    const decoder_layer_weights& L = w_.layers[li_];
-    const float eps = static_cast<float>(w_.config.rms_norm_eps);
+    const decoder_layer_weights& L = L_;
+    const float eps = static_cast<float>(c_.rms_norm_eps);
     const std::size_t T = static_cast<std::size_t>(hidden_.rows());
     const forward_hooks* h = &hooks_;
     RowMajorMatrixXf* x = nullptr;
@@ -289,7 +298,7 @@ class layer_walker {
         x = &ws_.normed;
         break;
       case linear_group::o:
-        dm::attention_heads(w_.config, L.q_proj, L.k_proj, L.v_proj, ws_.normed, seq_, threads_, ws_, h, li_);
+        dm::attention_heads(c_, L.q_proj, L.k_proj, L.v_proj, ws_.normed, seq_, threads_, ws_, h, li_);
         x = &ws_.attn;
         break;
       case linear_group::gate_up:
@@ -313,7 +322,7 @@ class layer_walker {
   void finish() {
     if (finished_) return;
     while (const auto g = next()) input(*g);
-    const decoder_layer_weights& L = w_.layers[li_];
+    const decoder_layer_weights& L = L_;
     detail::model::token_chunks(static_cast<std::size_t>(hidden_.rows()), threads_, [&](std::size_t b, std::size_t e) {
       detail::model::linear_rows_hooked(&hooks_, li_, linear::down_proj, ws_.gate, L.down_proj, hidden_, b, e, true);
     });
@@ -321,7 +330,8 @@ class layer_walker {
   }
 
  private:
-  const model_weights& w_;
+  const model_config& c_;
+  const decoder_layer_weights& L_;
   std::size_t li_;
   RowMajorMatrixXf& hidden_;
   std::size_t seq_;

@@ -104,12 +104,12 @@ inline std::span<float> span_of(Eigen::VectorXf& v) { return {v.data(), static_c
 
 // The fp32 input of `group` in `layer` for the calibration batch `hidden` (not modified), through
 // the layer walker with the layer's current weights.
-inline RowMajorMatrixXf capture(const model_weights& w, std::size_t layer, const RowMajorMatrixXf& hidden,
-                                linear_group group, std::size_t seq, unsigned threads, model::workspace& ws,
-                                RowMajorMatrixXf& scratch) {
+inline RowMajorMatrixXf capture(const model_config& c, const decoder_layer_weights& L, std::size_t layer,
+                                const RowMajorMatrixXf& hidden, linear_group group, std::size_t seq, unsigned threads,
+                                model::workspace& ws, RowMajorMatrixXf& scratch) {
   scratch = hidden;
   const forward_hooks none;
-  layer_walker lw(w, layer, scratch, seq, none, threads, &ws);
+  layer_walker lw(c, L, layer, scratch, seq, none, threads, &ws);
   for (linear_group g : all_groups) {
     const RowMajorMatrixXf& x = lw.input(g);
     if (g == group) return x;
@@ -127,9 +127,9 @@ inline std::vector<matrix_view<const float>> group_views(const decoder_layer_wei
 // llm-awq's block for a group's scale search: the attention (q/k/v) or MLP (gate/up) block output
 // on `xs` with candidate weights; with quantized activations the folded model runs Qa(X / s) * s.
 inline std::function<row_matrix_f(std::span<const matrix_view<const float>>, std::span<const float>)> awq_block_of(
-    const model_weights& w, const decoder_layer_weights& L, linear_group g, std::shared_ptr<const RowMajorMatrixXf> xs,
-    act_quant_fn act, std::size_t seq, unsigned threads) {
-  return [&w, &L, g, xs, act, seq, threads](std::span<const matrix_view<const float>> cand, std::span<const float> s) {
+    const model_config& config, const decoder_layer_weights& L, linear_group g,
+    std::shared_ptr<const RowMajorMatrixXf> xs, act_quant_fn act, std::size_t seq, unsigned threads) {
+  return [&config, &L, g, xs, act, seq, threads](std::span<const matrix_view<const float>> cand, std::span<const float> s) {
     std::vector<linear_weights> c(cand.size());
     const std::span<const linear> ids = members(g);
     for (std::size_t i = 0; i < cand.size(); ++i) {
@@ -147,7 +147,7 @@ inline std::function<row_matrix_f(std::span<const matrix_view<const float>>, std
       scale_columns(mview(xq), s);
       in = &xq;
     }
-    if (g == linear_group::qkv) return attention_block_output(w.config, c[0], c[1], c[2], L.o_proj, *in, seq, threads);
+    if (g == linear_group::qkv) return attention_block_output(config, c[0], c[1], c[2], L.o_proj, *in, seq, threads);
     return mlp_block_output(c[0], c[1], L.down_proj, *in, threads);
   };
 }
@@ -157,18 +157,17 @@ inline std::function<row_matrix_f(std::span<const matrix_view<const float>>, std
 // the fp32 layer and folded into the op in front of it (so the layer computes the same function up
 // to rounding), then AWQ's clip search when the recipe clips. `hidden` is the layer's input.
 template <format_type F, class Log>
-std::vector<group_report> scale_layer(model_weights& w, std::size_t li, const RowMajorMatrixXf& hidden, const recipe& rc,
-                                      const model_options& opt, unsigned threads, model::workspace& ws,
-                                      RowMajorMatrixXf& scratch, Log&& log) {
+std::vector<group_report> scale_layer(const model_config& cfg, decoder_layer_weights& L, std::size_t li,
+                                      const RowMajorMatrixXf& hidden, const recipe& rc, const model_options& opt,
+                                      unsigned threads, model::workspace& ws, RowMajorMatrixXf& scratch, Log&& log) {
   std::vector<group_report> reports;
-  decoder_layer_weights& L = w.layers[li];
   const act_quant_fn act = make_act_quant_fn(rc.act);
   // 1. Scaling on the fp32 layer, group by group, each fold done before the next group's input.
   for (linear_group g : all_groups) {
     const group_info& gi = info(g);
     Eigen::VectorXf* norm = L.norm_of(gi.sink);
     linear_weights* prev = norm ? nullptr : &L[gi.previous];
-    const RowMajorMatrixXf x = capture(w, li, hidden, g, opt.seq, threads, ws, scratch);
+    const RowMajorMatrixXf x = capture(cfg, L, li, hidden, g, opt.seq, threads, ws, scratch);
     group_options go;
     go.name = "layer " + std::to_string(li) + " " + std::string(name(g));
     go.can_scale = norm || can_fold_linear_into_linear(cview(prev->weight), cview(L[members(g)[0]].weight));
@@ -179,7 +178,7 @@ std::vector<group_report> scale_layer(model_weights& w, std::size_t li, const Ro
       const std::size_t all_windows = static_cast<std::size_t>(x.rows()) / opt.seq;
       const std::size_t nw = opt.awq_block_windows == 0 ? all_windows : std::min(opt.awq_block_windows, all_windows);
       auto xs = std::make_shared<const RowMajorMatrixXf>(x.topRows(static_cast<Eigen::Index>(nw * opt.seq)));
-      go.awq_block = awq_block_of(w, L, g, std::move(xs), act, opt.seq, threads);
+      go.awq_block = awq_block_of(cfg, L, g, std::move(xs), act, opt.seq, threads);
     }
     log(li, (rc.smoothquant && norm ? "smoothquant+" : "") + std::string(rc.awq ? "awq " : "scale ") +
                 std::string(name(g)));
@@ -213,7 +212,7 @@ std::vector<group_report> scale_layer(model_weights& w, std::size_t li, const Ro
   const awq_options ao = rc.awq_opts();
   scratch = hidden;
   const forward_hooks none;
-  layer_walker lw(w, li, scratch, opt.seq, none, threads, &ws);
+  layer_walker lw(cfg, L, li, scratch, opt.seq, none, threads, &ws);
   std::vector<std::pair<linear, awq_clip_result>> clips;
   for (linear_group g : all_groups) {
     const RowMajorMatrixXf& x = lw.input(g);
@@ -241,39 +240,50 @@ std::vector<group_report> scale_layer(model_weights& w, std::size_t layer, const
   if (rc.gptq) rc.gptq->options.threads = static_cast<int>(threads);
   detail::model::workspace ws;
   RowMajorMatrixXf scratch;
-  detail::model::check_batch(w, layer, hidden, opt.seq);
-  return detail::pipeline::scale_layer<F>(w, layer, hidden, rc, opt, threads, ws, scratch, [](std::size_t, const std::string&) {});
+  detail::model::layer_of(w, layer);  // range check
+  decoder_layer_weights& L = w.layers[layer];
+  detail::model::check_batch(w.config, hidden, opt.seq);
+  return detail::pipeline::scale_layer<F>(w.config, L, layer, hidden, rc, opt, threads, ws, scratch,
+                                          [](std::size_t, const std::string&) {});
 }
 
-// Quantizes every decoder linear of `w` in place with recipe `rc` (weights become their
-// dequantized values, norms and previous linears absorb SmoothQuant/AWQ scales) and returns the
-// packed weights. `calib` holds n_windows * opt.seq token ids (ignored by plain RTN).
-template <format_type F>
-quantized_model<F> quantize_model(model_weights& w, std::span<const token_id> calib, recipe rc,
-                                  const model_options& opt = {}) {
-  namespace dp = detail::pipeline;
-  using clock = std::chrono::steady_clock;
-  const auto t0 = clock::now();
-  pin_eigen_blocking();
-  const bool calibrate = rc.calibrates();
-  if (calibrate && (opt.seq == 0 || calib.empty() || calib.size() % opt.seq != 0))
-    throw error("quantize_model: " + std::to_string(calib.size()) + " calibration tokens do not form windows of " +
-                std::to_string(opt.seq));
-  const unsigned threads = resolve_threads(opt.threads);
-  rc.threads = static_cast<int>(threads);
-  if (rc.gptq) {
-    rc.gptq->options.threads = static_cast<int>(threads);
-    rc.gptq->options.rtn_fallback = true;  // a degenerate Hessian degrades to RTN for that linear, not the run
-  }
-  const act_quant_fn act = make_act_quant_fn(rc.act);
-  const bool scales = rc.smoothquant || rc.awq;
+}  // namespace mxq::llm
 
-  quantized_model<F> out;
-  RowMajorMatrixXf hidden = calibrate ? embed(w, calib) : RowMajorMatrixXf();
-  detail::model::workspace ws;  // reused by every layer: no page faults on fresh buffers per step
+namespace mxq::detail::pipeline {
+
+// What every layer of one quantize_model run shares: the resolved recipe, threads, scratch, log.
+template <format_type F>
+struct run_state {
+  using clock = std::chrono::steady_clock;
+  recipe rc, finish_rc;  // finish_rc: without act (the walker hands finish_group quantized inputs)
+  model_options opt;
+  unsigned threads = 1;
+  bool calibrate = false, scales = false;
+  act_quant_fn act;
+  model::workspace ws;  // reused by every layer: no page faults on fresh buffers per step
   RowMajorMatrixXf scratch;
-  const std::size_t n_layers = w.layers.size();
-  auto log = [&](std::size_t layer, const std::string& what) {
+  std::size_t n_layers = 0;
+  clock::time_point t0 = clock::now();
+
+  run_state(recipe r, const model_options& o, std::size_t calib_tokens, std::size_t layers) : rc(std::move(r)), opt(o), n_layers(layers) {
+    pin_eigen_blocking();
+    calibrate = rc.calibrates();
+    if (calibrate && (opt.seq == 0 || calib_tokens == 0 || calib_tokens % opt.seq != 0))
+      throw error("quantize_model: " + std::to_string(calib_tokens) + " calibration tokens do not form windows of " +
+                  std::to_string(opt.seq));
+    threads = resolve_threads(opt.threads);
+    rc.threads = static_cast<int>(threads);
+    if (rc.gptq) {
+      rc.gptq->options.threads = static_cast<int>(threads);
+      rc.gptq->options.rtn_fallback = true;  // a degenerate Hessian degrades to RTN for that linear, not the run
+    }
+    act = make_act_quant_fn(rc.act);
+    scales = rc.smoothquant || rc.awq;
+    finish_rc = rc;
+    finish_rc.act = {};
+  }
+
+  void log(std::size_t layer, const std::string& what) const {
     if (!opt.progress) return;
     const double el = std::chrono::duration<double>(clock::now() - t0).count();
     const double eta = layer == 0 ? 0.0 : el / static_cast<double>(layer) * static_cast<double>(n_layers - layer);
@@ -281,27 +291,28 @@ quantized_model<F> quantize_model(model_weights& w, std::span<const token_id> ca
     std::snprintf(buf, sizeof buf, "layer %zu/%zu %-28s elapsed %6.1fs  eta %6.1fs", layer + 1, n_layers, what.c_str(), el,
                   eta);
     opt.progress(buf);
-  };
+  }
 
-  for (std::size_t li = 0; li < n_layers; ++li) {
-    decoder_layer_weights& L = w.layers[li];
+  // Quantizes decoder layer `li` (L, in place) and appends its packed linears and scaling reports
+  // to `out`; hidden (the layer's calibration input) becomes the quantized layer's output.
+  void quantize_layer(const model_config& cfg, decoder_layer_weights& L, std::size_t li, RowMajorMatrixXf& hidden,
+                      quantized_model<F>& out) {
+    auto logf = [this](std::size_t layer, const std::string& what) { log(layer, what); };
     // 1.-2. Scaling and clipping on the fp32 layer.
     if (scales) {
-      auto rep = detail::pipeline::scale_layer<F>(w, li, hidden, rc, opt, threads, ws, scratch, log);
+      auto rep = scale_layer<F>(cfg, L, li, hidden, rc, opt, threads, ws, scratch, logf);
       out.groups.insert(out.groups.end(), std::make_move_iterator(rep.begin()), std::make_move_iterator(rep.end()));
     }
     // 3. True-sequential finishing: each group's input from the sublayers already quantized in
     //    front of it; 4. the walk ends with hidden = the quantized layer's output.
     forward_hooks hooks;
     hooks.act_quant = act;  // the walker hands finish_group inputs already activation-quantized
-    recipe finish_rc = rc;
-    finish_rc.act = {};
     std::optional<layer_walker> lw;
-    if (calibrate) lw.emplace(w, li, hidden, opt.seq, hooks, threads, &ws);
+    if (calibrate) lw.emplace(cfg, L, li, hidden, opt.seq, hooks, threads, &ws);
     for (linear_group g : all_groups) {
       log(li, std::string(rc.gptq ? "gptq " : "rtn ") + std::string(name(g)));
-      const matrix_view<const float> x = lw ? dp::cview(lw->input(g)) : matrix_view<const float>{};
-      auto done = finish_group<F>(dp::group_views(L, g), x, finish_rc, "layer " + std::to_string(li) + " " + std::string(name(g)));
+      const matrix_view<const float> x = lw ? cview(lw->input(g)) : matrix_view<const float>{};
+      auto done = finish_group<F>(group_views(L, g), x, finish_rc, "layer " + std::to_string(li) + " " + std::string(name(g)));
       std::size_t i = 0;
       for (linear l : members(g)) {
         L[l].weight = std::move(done.weights[i]);
@@ -314,13 +325,55 @@ quantized_model<F> quantize_model(model_weights& w, std::span<const token_id> ca
       lw->finish();
     }
   }
-  out.seconds = std::chrono::duration<double>(clock::now() - t0).count();
+};
+
+}  // namespace mxq::detail::pipeline
+
+namespace mxq::llm {
+
+// Quantizes every decoder linear of `w` in place with recipe `rc` (weights become their
+// dequantized values, norms and previous linears absorb SmoothQuant/AWQ scales) and returns the
+// packed weights. `calib` holds n_windows * opt.seq token ids (ignored by plain RTN).
+template <format_type F>
+quantized_model<F> quantize_model(model_weights& w, std::span<const token_id> calib, recipe rc,
+                                  const model_options& opt = {}) {
+  detail::pipeline::run_state<F> run(std::move(rc), opt, calib.size(), w.layers.size());
+  quantized_model<F> out;
+  RowMajorMatrixXf hidden = run.calibrate ? embed(w, calib) : RowMajorMatrixXf();
+  for (std::size_t li = 0; li < w.layers.size(); ++li) run.quantize_layer(w.config, w.layers[li], li, hidden, out);
+  out.seconds = std::chrono::duration<double>(decltype(run)::clock::now() - run.t0).count();
   return out;
+}
+
+// Receives each quantized layer of quantize_model_streaming as soon as it is done: the layer's
+// weights (dequantized, scales folded) and its packed linears and scaling reports in `q` (the
+// sink may move them out). The layer is released when the sink returns.
+template <format_type F>
+using layer_sink = std::function<void(std::size_t layer, const decoder_layer_weights& quantized, quantized_model<F>& q)>;
+
+// quantize_model on a streamed checkpoint: one decoder layer in memory at a time (loaded from
+// `src`, quantized, handed to `sink`, dropped), the embedding rows of the calibration tokens only.
+// The same computation as quantize_model(load_model(dir), ...): bit-identical results.
+template <format_type F>
+double quantize_model_streaming(const model_reader& src, std::span<const token_id> calib, recipe rc,
+                                const layer_sink<F>& sink, const model_options& opt = {}) {
+  detail::pipeline::run_state<F> run(std::move(rc), opt, calib.size(), src.num_layers());
+  RowMajorMatrixXf hidden = run.calibrate ? src.embed(calib) : RowMajorMatrixXf();
+  for (std::size_t li = 0; li < src.num_layers(); ++li) {
+    run.log(li, "load");
+    decoder_layer_weights L = src.layer(li);
+    quantized_model<F> q;
+    run.quantize_layer(src.config(), L, li, hidden, q);
+    sink(li, L, q);
+  }
+  return std::chrono::duration<double>(decltype(run)::clock::now() - run.t0).count();
 }
 
 #if defined(MXQ_EXTERN_TEMPLATES)
 #define MXQ_QUANTIZE_MODEL_INSTANCE(F, KW) \
-  KW template quantized_model<F> quantize_model<F>(model_weights&, std::span<const token_id>, recipe, const model_options&);
+  KW template quantized_model<F> quantize_model<F>(model_weights&, std::span<const token_id>, recipe, const model_options&); \
+  KW template double quantize_model_streaming<F>(const model_reader&, std::span<const token_id>, recipe, \
+                                                 const layer_sink<F>&, const model_options&);
 MXQ_FOR_EACH_PREDEFINED_FORMAT(MXQ_QUANTIZE_MODEL_INSTANCE, extern)
 #endif
 

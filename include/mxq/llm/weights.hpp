@@ -103,6 +103,7 @@ inline RowMajorMatrixXf load_matrix(const checkpoint& ck, const std::string& nam
   check_shape(ck, name, {rows, cols});
   RowMajorMatrixXf m(static_cast<Eigen::Index>(rows), static_cast<Eigen::Index>(cols));
   ck.read_f32_into(name, std::span<float>(m.data(), rows * cols));
+  ck.release(name);  // converted: the mapped pages are not needed any more
   check_finite(m.data(), rows * cols, ck, name);
   return m;
 }
@@ -111,6 +112,7 @@ inline Eigen::VectorXf load_vector(const checkpoint& ck, const std::string& name
   check_shape(ck, name, {n});
   Eigen::VectorXf v(static_cast<Eigen::Index>(n));
   ck.read_f32_into(name, std::span<float>(v.data(), n));
+  ck.release(name);
   check_finite(v.data(), n, ck, name);
   return v;
 }
@@ -135,6 +137,21 @@ linear_weights load_linear(const checkpoint& ck, const std::string& prefix, std:
   return l;
 }
 
+// Decoder layer `i` in fp32 (packed linears of a quantized checkpoint in any of Formats).
+template <class Formats = predefined_formats>
+decoder_layer_weights load_layer(const checkpoint& ck, const model_config& cfg, std::size_t i) {
+  const std::size_t H = cfg.hidden_size;
+  decoder_layer_weights L;
+  const std::string p = "model.layers." + std::to_string(i);
+  L.input_layernorm = load_vector(ck, p + ".input_layernorm.weight", H);
+  L.post_attention_layernorm = load_vector(ck, p + ".post_attention_layernorm.weight", H);
+  for (linear l : all_linears) {
+    const auto [out, in] = expected_linear_shape(cfg, l);
+    L[l] = load_linear<Formats>(ck, tensor_prefix(i, l), out, in, has_bias(cfg, l));
+  }
+  return L;
+}
+
 }  // namespace mxq::detail::model
 
 namespace mxq::llm {
@@ -149,16 +166,7 @@ model_weights load_model_weights(const checkpoint& ck, const model_config& cfg) 
   const std::size_t H = cfg.hidden_size, V = cfg.vocab_size;
   w.embed_tokens = d::load_matrix(ck, "model.embed_tokens.weight", V, H);
   w.layers.resize(cfg.num_hidden_layers);
-  for (std::size_t i = 0; i < cfg.num_hidden_layers; ++i) {
-    auto& L = w.layers[i];
-    const std::string p = "model.layers." + std::to_string(i);
-    L.input_layernorm = d::load_vector(ck, p + ".input_layernorm.weight", H);
-    L.post_attention_layernorm = d::load_vector(ck, p + ".post_attention_layernorm.weight", H);
-    for (linear l : all_linears) {
-      const auto [out, in] = expected_linear_shape(cfg, l);
-      L[l] = d::load_linear<Formats>(ck, tensor_prefix(i, l), out, in, has_bias(cfg, l));
-    }
-  }
+  for (std::size_t i = 0; i < cfg.num_hidden_layers; ++i) w.layers[i] = d::load_layer<Formats>(ck, cfg, i);
   w.norm = d::load_vector(ck, "model.norm.weight", H);
   if (ck.contains("lm_head.weight"))
     w.lm_head = d::load_matrix(ck, "lm_head.weight", V, H);
@@ -178,5 +186,76 @@ model_weights load_model(const std::filesystem::path& dir) {
   const checkpoint ck(dir);
   return load_model_weights<Formats>(ck, cfg);
 }
+
+// A checkpoint opened for streaming: the config and the memory-mapped tensors, nothing converted.
+// Decoder layers are converted to fp32 one at a time (layer()), the embedding table is read by the
+// rows a batch needs (embed()), and the pages of every tensor read are dropped again, so the
+// resident set stays about one fp32 layer whatever the model's size.
+class model_reader {
+ public:
+  explicit model_reader(const std::filesystem::path& dir)
+      : dir_(check_dir(dir)), config_(load_model_config(dir)), ck_(dir) {
+    namespace d = mxq::detail::model;
+    const std::size_t H = config_.hidden_size, V = config_.vocab_size;
+    d::check_shape(ck_, "model.embed_tokens.weight", {V, H});
+    d::check_shape(ck_, "model.norm.weight", {H});
+    if (ck_.contains("lm_head.weight"))
+      d::check_shape(ck_, "lm_head.weight", {V, H});
+    else if (!config_.tie_word_embeddings)
+      mxq::detail::io::fail(ck_.path(), "missing tensor 'lm_head.weight' (and tie_word_embeddings is false)");
+    const auto& e = ck_.info("model.embed_tokens.weight");
+    if (st_dtype_bits(e.dtype) % 8 != 0 || st_dtype_bits(e.dtype) == 0)
+      mxq::detail::io::fail(ck_.file_of(e.name).path(), "tensor '" + e.name + "': dtype " +
+                                                            std::string(st_dtype_name(e.dtype)) + " cannot be read by rows");
+  }
+
+  const std::filesystem::path& path() const noexcept { return dir_; }
+  const model_config& config() const noexcept { return config_; }
+  const checkpoint& source() const noexcept { return ck_; }
+  std::size_t num_layers() const noexcept { return config_.num_hidden_layers; }
+
+  template <class Formats = predefined_formats>
+  decoder_layer_weights layer(std::size_t i) const {
+    if (i >= num_layers())
+      throw error("model_reader: layer " + std::to_string(i) + " out of range (model has " +
+                  std::to_string(num_layers()) + ")");
+    return mxq::detail::model::load_layer<Formats>(ck_, config_, i);
+  }
+
+  Eigen::VectorXf final_norm() const {
+    return mxq::detail::model::load_vector(ck_, "model.norm.weight", config_.hidden_size);
+  }
+
+  // The embedding rows of `tokens`: [tokens.size(), hidden], as embed(model_weights) gives them.
+  RowMajorMatrixXf embed(std::span<const std::uint32_t> tokens) const {
+    const std::string name = "model.embed_tokens.weight";
+    const auto& info = ck_.info(name);
+    const std::size_t H = config_.hidden_size, V = config_.vocab_size, eb = st_dtype_bits(info.dtype) / 8;
+    const std::span<const std::byte> bytes = ck_.bytes(name);
+    RowMajorMatrixXf h(static_cast<Eigen::Index>(tokens.size()), static_cast<Eigen::Index>(H));
+    for (std::size_t t = 0; t < tokens.size(); ++t) {
+      if (tokens[t] >= V)
+        throw error("token id " + std::to_string(tokens[t]) + " at position " + std::to_string(t) +
+                    " is outside the vocabulary (" + std::to_string(V) + ")");
+      float* row = h.row(static_cast<Eigen::Index>(t)).data();
+      if (!mxq::detail::st::convert_to_f32(info.dtype, bytes.data() + std::size_t{tokens[t]} * H * eb, H, row))
+        mxq::detail::io::fail(ck_.file_of(name).path(), "tensor '" + name + "': dtype " +
+                                                            std::string(st_dtype_name(info.dtype)) + " cannot be read as float32");
+      mxq::detail::model::check_finite(row, H, ck_, name);
+    }
+    ck_.release(name);
+    return h;
+  }
+
+ private:
+  static const std::filesystem::path& check_dir(const std::filesystem::path& dir) {
+    if (!std::filesystem::is_directory(dir))
+      mxq::detail::io::fail(dir, "not a model directory (expected config.json and model.safetensors inside)");
+    return dir;
+  }
+  std::filesystem::path dir_;
+  model_config config_;
+  checkpoint ck_;
+};
 
 }  // namespace mxq::llm
