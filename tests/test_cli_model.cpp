@@ -134,7 +134,8 @@ TEST_CASE("quantize-model: RTN needs no calibration; bad requests fail before an
   // A missing calibration file or an --out that is a file: named errors within a second (the
   // 6.9M-parameter model loads in well under that, so this times the checks, not the load).
   for (const std::string& args : {"--method gptq --calib /nonexistent.u16 --out " + (scratch() / "x").string(),
-                                 "--method gptq " + calib + " --out examples/models/code-llama/config.json"}) {
+                                 "--method gptq " + calib + " --out examples/models/code-llama/config.json",
+                                 "--method rtn --out examples/models/code-llama/."}) {
     INFO(args);
     const auto t0 = std::chrono::steady_clock::now();
     const auto e = run_cli("quantize-model " + model + " --format mxint4 " + args);

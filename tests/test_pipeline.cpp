@@ -324,6 +324,12 @@ TEST_CASE("pipeline: a streamed writer that is not finished leaves no checkpoint
     CHECK_THROWS_WITH(out.put_linear(q.linears[0].first, q.linears[0].second), Catch::Contains("written twice"));
   }  // destroyed before finish(), as when quantization throws
   for (const auto& e : fs::directory_iterator(dir)) FAIL("left behind: " << e.path());
+  {  // writing into the source model's own directory would replace (or delete) its shards
+    const model_reader src(model_dir);
+    CHECK_THROWS_WITH(quantized_checkpoint_writer<mxint4>(model_dir / "." , model_dir, src.config(), src.source(), {}),
+                      Catch::Contains("source model's directory"));
+    CHECK(fs::exists(model_dir / "model.safetensors"));
+  }
   safetensors_stream_writer sw;
   sw.declare("a", st_dtype::F32, {2});
   sw.open(dir / "x.safetensors");

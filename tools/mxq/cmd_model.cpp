@@ -114,6 +114,8 @@ int run_quantize_model(const mxq::cli::args_t& raw) {
   mxq::llm::model_options mo = model_options_from(a, rc);
   if (fs::exists(out_dir) && !fs::is_directory(out_dir))
     throw mxq::error(out_dir + ": --out exists and is not a directory");
+  if (std::error_code ec; fs::exists(out_dir) && fs::equivalent(out_dir, model_dir, ec))
+    throw mxq::error(out_dir + ": --out is the --model directory; write the quantized checkpoint elsewhere");
   const std::size_t max_shard = a.has("max-shard-size") ? parse_size(a.require("max-shard-size"), "max-shard-size")
                                                         : mxq::llm::default_max_shard_bytes;
   const mxq::llm::model_config cfg = mxq::llm::load_model_config(model_dir);

@@ -141,6 +141,10 @@ class quantized_checkpoint_writer {
     namespace fs = std::filesystem;
     if (fs::exists(out_dir) && !fs::is_directory(out_dir))
       throw error(out_dir.string() + ": exists and is not a directory");
+    std::error_code ec;
+    if (fs::exists(out_dir) && fs::equivalent(out_dir, src_dir, ec))  // its shards would replace the source's
+      throw error(out_dir.string() + ": the output directory is the source model's directory (" + src_dir.string() +
+                  "); write the quantized checkpoint elsewhere");
     for (const auto& [k, v] : metadata) w_.set_metadata(k, v);
     w_.set_metadata("format", "pt");
     w_.set_metadata("mxq.format", std::string(format_traits<F>::name));
