@@ -135,7 +135,7 @@ TEST_CASE("quantize-model: RTN needs no calibration; bad requests fail before an
   // 6.9M-parameter model loads in well under that, so this times the checks, not the load).
   for (const std::string& args : {"--method gptq --calib /nonexistent.u16 --out " + (scratch() / "x").string(),
                                  "--method gptq " + calib + " --out examples/models/code-llama/config.json",
-                                 "--method rtn --out examples/models/code-llama/."}) {
+                                 std::string("--method rtn --out examples/models/code-llama/.")}) {
     INFO(args);
     const auto t0 = std::chrono::steady_clock::now();
     const auto e = run_cli("quantize-model " + model + " --format mxint4 " + args);

@@ -69,12 +69,13 @@ class sharded_checkpoint_writer {
   // Commits every shard, then the index; removes what an earlier write left that would shadow it.
   void commit() {
     namespace fs = std::filesystem;
-    for (auto& s : shards_) s.commit();
     const fs::path index = dir_ / "model.safetensors.index.json";
     std::error_code ec;
-    if (shards_.size() == 1) {
-      fs::remove(index, ec);  // a stale index would win over the new single file
-    } else {
+    // An earlier checkpoint's index goes first: were a shard's rename to fail half way, the old
+    // index must not present a mix of old and new shards as a whole checkpoint.
+    fs::remove(index, ec);
+    for (auto& s : shards_) s.commit();
+    if (shards_.size() > 1) {
       nlohmann::json j;
       j["metadata"] = {{"total_size", total_}};
       j["weight_map"] = nlohmann::json::object();
