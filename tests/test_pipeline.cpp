@@ -271,7 +271,13 @@ TEST_CASE("pipeline: the streamed quantize_model writes the in-memory checkpoint
       for (const auto& [name, p] : ql.linears) out.put_linear(name, p), ++linears;
       groups.insert(groups.end(), ql.groups.begin(), ql.groups.end());
       out.put_layer(li, L);
-      for (linear l : all_linears) CHECK(L[l].weight == w.layers[li][l].weight);
+      for (linear l : all_linears) {  // plain RTN quantizes in the map: no fp32 weights made
+        if (rc.calibrates()) CHECK(L[l].weight == w.layers[li][l].weight);
+        else CHECK(L[l].weight.size() == 0);
+        CHECK(L[l].bias == w.layers[li][l].bias);
+      }
+      CHECK(L.input_layernorm == w.layers[li].input_layernorm);
+      CHECK(L.post_attention_layernorm == w.layers[li].post_attention_layernorm);
     };
     quantize_model_streaming<nvfp4>(src, calib, rc, sink);
     out.finish(src.final_norm());
@@ -313,6 +319,63 @@ TEST_CASE("pipeline: the streamed quantize_model writes the in-memory checkpoint
   }
 }
 
+// quantize_stored against quantize<F> of the fp32 matrix, per stored dtype and kernel kind.
+template <format_type F>
+void check_stored_like_fp32(const checkpoint& ck, const std::string& prefix, const RowMajorMatrixXf& ref, int threads) {
+  const std::size_t R = static_cast<std::size_t>(ref.rows()), C = static_cast<std::size_t>(ref.cols());
+  const packed_matrix<F> a = quantize_stored<F>(ck, prefix, R, C, {}, threads);
+  const packed_matrix<F> b = quantize<F>(matrix_view<const float>(ref.data(), R, C));
+  CHECK(std::ranges::equal(a.code_bytes(), b.code_bytes()));
+  CHECK(std::ranges::equal(a.scale_data(), b.scale_data()));
+  CHECK(a.tensor().scale == b.tensor().scale);
+}
+
+TEST_CASE("pipeline: RTN straight from the stored bytes is quantize of the fp32 weight", "[pipeline][stream]") {
+  const mxq::test::temp_dir dir("stored");
+  // 3000 rows of 96 columns (three 256 KB bf16 slices, five f32 ones: uneven splits over
+  // threads), bf16-exact values, some heavy ones.
+  const std::size_t R = 3000, C = 96;
+  RowMajorMatrixXf m = mxq::test::randn(R, C, 7);
+  for (Eigen::Index i = 0; i < m.size(); ++i)
+    m.data()[i] = bf16::from_float(m.data()[i] * (i % 37 == 0 ? 20.0f : 1.0f)).to_float();
+  std::vector<std::uint16_t> b16(m.size()), h16(m.size());
+  for (Eigen::Index i = 0; i < m.size(); ++i) {
+    b16[i] = bf16::from_float(m.data()[i]).bits;
+    h16[i] = f16::from_float(m.data()[i]).bits;
+  }
+  RowMajorMatrixXf mh(R, C);  // the f16 values (exact too: |x| < 65504, 8-bit mantissas)
+  for (Eigen::Index i = 0; i < m.size(); ++i) mh.data()[i] = f16{h16[i]}.to_float();
+  safetensors_writer w;
+  w.add_f32("f32.weight", {R, C}, std::span<const float>(m.data(), m.size()));
+  w.add("bf16.weight", st_dtype::BF16, {R, C}, std::as_bytes(std::span<const std::uint16_t>(b16)));
+  w.add("f16.weight", st_dtype::F16, {R, C}, std::as_bytes(std::span<const std::uint16_t>(h16)));
+  std::vector<std::uint16_t> bad = b16;
+  bad[5 * C + 3] = 0x7FC0;   // NaN at element 483
+  bad[2500 * C + 1] = 0x7F80;  // Inf later, in another thread's range: the first one is named
+  w.add("bad.weight", st_dtype::BF16, {R, C}, std::as_bytes(std::span<const std::uint16_t>(bad)));
+  bad[5 * C + 3] = b16[5 * C + 3];  // only the Inf, found by the last range
+  w.add("bad2.weight", st_dtype::BF16, {R, C}, std::as_bytes(std::span<const std::uint16_t>(bad)));
+  w.write(dir / "model.safetensors");
+  const checkpoint ck(dir.path);
+  for (int threads : {1, 2, 3}) {
+    INFO("threads " << threads);
+    for (const char* p : {"f32", "bf16"}) {
+      check_stored_like_fp32<mxfp4>(ck, p, m, threads);    // e8m0 SIMD kernel
+      check_stored_like_fp32<nvfp4>(ck, p, m, threads);    // ue4m3 kernel, tensor scale
+      check_stored_like_fp32<mxint8>(ck, p, m, threads);
+      check_stored_like_fp32<int4_g128>(ck, p, m, threads);  // no SIMD kernel: converted first
+    }
+    check_stored_like_fp32<mxfp4>(ck, "f16", mh, threads);
+    check_stored_like_fp32<nvfp4>(ck, "f16", mh, threads);
+    CHECK_THROWS_WITH(quantize_stored<mxfp4>(ck, "bad", R, C, {}, threads),
+                      Catch::Contains("'bad.weight'") && Catch::Contains("non-finite") && Catch::Contains("element 483"));
+    CHECK_THROWS_WITH(quantize_stored<nvfp4>(ck, "bad2", R, C, {}, threads),
+                      Catch::Contains("'bad2.weight'") && Catch::Contains("(inf) at element 240001"));
+  }
+  CHECK_THROWS_WITH(quantize_stored<mxfp4>(ck, "bf16", R, C + 32), Catch::Contains("'bf16.weight' has shape"));
+  CHECK_THROWS_WITH(quantize_stored<mxfp4>(ck, "none", R, C), Catch::Contains("'none.weight'"));
+}
+
 TEST_CASE("pipeline: a streamed writer that is not finished leaves no checkpoint behind", "[pipeline][stream]") {
   const fs::path dir = fs::temp_directory_path() / ("mxq-unfinished-" + std::to_string(::getpid()));
   {
@@ -349,6 +412,12 @@ TEST_CASE("pipeline: model_reader embeds by rows like the whole model, and names
   const std::vector<token_id> bad = {1, 4096};
   CHECK_THROWS_WITH(src.embed(bad), Catch::Contains("token id 4096") && Catch::Contains("vocabulary"));
   CHECK_THROWS_WITH(src.layer(6), Catch::Contains("out of range"));
+  const decoder_layer_weights N = src.layer_norms_and_biases(3);
+  for (linear l : all_linears) CHECK((N[l].weight.size() == 0 && N[l].bias == L[l].bias));
+  CHECK(N.input_layernorm == L.input_layernorm);
+  CHECK(N.post_attention_layernorm == L.post_attention_layernorm);
+  src.prefetch_layer(5);  // a hint: no effect on the values
+  CHECK_THROWS_WITH(src.prefetch_layer(6), Catch::Contains("out of range"));
 }
 
 TEST_CASE("pipeline: checkpoints do not depend on the thread count", "[pipeline][determinism]") {

@@ -157,6 +157,7 @@ int run_quantize_model(const mxq::cli::args_t& raw) {
     mxq::llm::quantized_checkpoint_writer<F> out(out_dir, model_dir, src.config(), src.source(), metadata, max_shard);
     const mxq::llm::layer_sink<F> sink = [&](std::size_t li, const mxq::llm::decoder_layer_weights& L,
                                              mxq::llm::quantized_model<F>& q) {
+      out.copy_source_tensors();  // with the first layer: the copy overlaps the quantization
       for (const auto& [name, p] : q.linears) {
         ++n_linears, packed_bytes += p.storage_bytes();
         out.put_linear(name, p);

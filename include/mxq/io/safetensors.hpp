@@ -315,6 +315,11 @@ class safetensors_file {
     const auto& t = info(name);
     map_.release(data_offset_ + t.begin, t.nbytes());
   }
+  // Starts reading the tensor's bytes into the page cache (see mapped_file::prefetch).
+  void prefetch(std::string_view name) const {
+    const auto& t = info(name);
+    map_.prefetch(data_offset_ + t.begin, t.nbytes());
+  }
 
  private:
   mapped_file map_;
@@ -365,6 +370,7 @@ class checkpoint {
   void read_f32_into(std::string_view name, std::span<float> out) const { file_of(name).read_f32_into(name, out); }
   tensor_f32 read(std::string_view name) const { return file_of(name).read(name); }
   void release(std::string_view name) const { file_of(name).release(name); }
+  void prefetch(std::string_view name) const { file_of(name).prefetch(name); }
   const std::vector<safetensors_file>& shards() const { return shards_; }
 
  private:
@@ -583,6 +589,12 @@ class safetensors_stream_writer {
     if (filled_[it->second]) throw error("safetensors_stream_writer: tensor '" + t.name + "' written twice");
     pwrite_all(reinterpret_cast<const char*>(data.data()), data.size(), header_bytes_ + t.offset);
     filled_[it->second] = true;
+#if defined(__linux__)
+    // Start the write-back now (asynchronously): the disk works while the next layer is computed
+    // and commit()'s fsync finds little left to do.
+    ::sync_file_range(fd_, static_cast<off_t>(header_bytes_ + t.offset), static_cast<off_t>(data.size()),
+                      SYNC_FILE_RANGE_WRITE);
+#endif
   }
 
   // Every tensor filled: flush to disk and rename into place.

@@ -568,14 +568,17 @@ tensor_params tensor_params_of(matrix_view<const T> x) {
   }
 }
 
-// Quantizes x into q (already shaped, tensor parameters set). Requires can_quantize<F, Layout>.
+// Quantizes the rows x into rows [first_row, first_row + x.rows) of q (shaped, tensor parameters
+// set; x.cols == q.cols()). Rows are independent, so a matrix quantized in row slices is the same
+// bytes as the whole. Requires can_quantize<F, Layout>.
 template <class F, class Layout, class T>
-void quantize_into(matrix_view<const T> x, packed_matrix<F, Layout>& q, const quant_options& opt) {
+void quantize_rows_into(matrix_view<const T> x, packed_matrix<F, Layout>& q, std::size_t first_row,
+                        const quant_options& opt) {
 #if MXQ_KERNEL_AVX2
   if constexpr (has_fast_quant<F, Layout>) {
     const std::size_t bpr = q.blocks_per_row();
-    std::uint8_t* codes = q.code_bytes().data();
-    std::uint8_t* scales = q.scale_data().data();
+    std::uint8_t* codes = q.code_bytes().data() + first_row * q.row_bytes();
+    std::uint8_t* scales = q.scale_data().data() + first_row * bpr;
     if constexpr (is_e8m0_fast<F, Layout>) {
       detail::with_rounding(opt.rounding, [&](auto rc) {
         detail::for_each_row(x, opt.threads, [&](const T* row, std::size_t r) {
@@ -594,8 +597,14 @@ void quantize_into(matrix_view<const T> x, packed_matrix<F, Layout>& q, const qu
     return;
   }
 #endif
-  (void)x, (void)q, (void)opt;
+  (void)x, (void)q, (void)first_row, (void)opt;
   throw error("mxq::kernel::quantize_into: no fast path for this format");
+}
+
+// Quantizes x into q (already shaped, tensor parameters set). Requires can_quantize<F, Layout>.
+template <class F, class Layout, class T>
+void quantize_into(matrix_view<const T> x, packed_matrix<F, Layout>& q, const quant_options& opt) {
+  quantize_rows_into(x, q, 0, opt);
 }
 
 // Quantize-dequantize of x into out (same shape; out may be the same view as x when T = float).

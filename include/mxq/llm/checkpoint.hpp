@@ -184,14 +184,22 @@ class quantized_checkpoint_writer {
     for (linear l : all_linears)
       if (L[l].has_bias()) w_.put(tensor_prefix(li, l) + ".bias", mxq::detail::model::bytes_of(L[l].bias));
   }
-  // The final norm, the copied embeddings; commits the shards, then copies the config files.
-  void finish(const Eigen::VectorXf& final_norm) {
-    w_.put("model.norm.weight", mxq::detail::model::bytes_of(final_norm));
+  // The tensors copied from the source in their stored dtype (embeddings, lm_head). finish() does
+  // it when it has not been done; calling it early (say with the first layer) spreads the writing
+  // over the run.
+  void copy_source_tensors() {
+    if (copied_) return;
     for (const char* name : {"model.embed_tokens.weight", "lm_head.weight"}) {
       if (!src_.contains(name)) continue;
       w_.put(name, src_.bytes(name));
       src_.release(name);
     }
+    copied_ = true;
+  }
+  // The final norm and the copied tensors; commits the shards, then copies the config files.
+  void finish(const Eigen::VectorXf& final_norm) {
+    w_.put("model.norm.weight", mxq::detail::model::bytes_of(final_norm));
+    copy_source_tensors();
     w_.commit();
     namespace fs = std::filesystem;
     for (const char* f : {"config.json", "generation_config.json"})
@@ -207,6 +215,7 @@ class quantized_checkpoint_writer {
   model_config cfg_;
   const checkpoint& src_;
   sharded_checkpoint_writer w_;
+  bool copied_ = false;
 };
 
 // The whole quantized model at once (quantize_model's result and the quantized weights `w`).

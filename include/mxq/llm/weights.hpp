@@ -137,9 +137,11 @@ linear_weights load_linear(const checkpoint& ck, const std::string& prefix, std:
   return l;
 }
 
-// Decoder layer `i` in fp32 (packed linears of a quantized checkpoint in any of Formats).
+// Decoder layer `i` in fp32 (packed linears of a quantized checkpoint in any of Formats). Without
+// `linear_weights` only the norms and biases are read (the linears' weights stay empty).
 template <class Formats = predefined_formats>
-decoder_layer_weights load_layer(const checkpoint& ck, const model_config& cfg, std::size_t i) {
+decoder_layer_weights load_layer(const checkpoint& ck, const model_config& cfg, std::size_t i,
+                                 bool linear_weights = true) {
   const std::size_t H = cfg.hidden_size;
   decoder_layer_weights L;
   const std::string p = "model.layers." + std::to_string(i);
@@ -147,7 +149,11 @@ decoder_layer_weights load_layer(const checkpoint& ck, const model_config& cfg, 
   L.post_attention_layernorm = load_vector(ck, p + ".post_attention_layernorm.weight", H);
   for (linear l : all_linears) {
     const auto [out, in] = expected_linear_shape(cfg, l);
-    L[l] = load_linear<Formats>(ck, tensor_prefix(i, l), out, in, has_bias(cfg, l));
+    const std::string prefix = tensor_prefix(i, l);
+    if (linear_weights)
+      L[l] = load_linear<Formats>(ck, prefix, out, in, has_bias(cfg, l));
+    else if (has_bias(cfg, l) || ck.contains(prefix + ".bias"))
+      L[l].bias = load_vector(ck, prefix + ".bias", out);
   }
   return L;
 }
@@ -216,10 +222,21 @@ class model_reader {
 
   template <class Formats = predefined_formats>
   decoder_layer_weights layer(std::size_t i) const {
-    if (i >= num_layers())
-      throw error("model_reader: layer " + std::to_string(i) + " out of range (model has " +
-                  std::to_string(num_layers()) + ")");
+    check_layer(i);
     return mxq::detail::model::load_layer<Formats>(ck_, config_, i);
+  }
+  // Layer i's norms and biases only (the linears' weights empty): what a quantizer that reads the
+  // weights from source() itself (quantize_stored) needs besides.
+  decoder_layer_weights layer_norms_and_biases(std::size_t i) const {
+    check_layer(i);
+    return mxq::detail::model::load_layer(ck_, config_, i, false);
+  }
+  // Starts reading layer i's tensors into the page cache (while the layer before is computed).
+  void prefetch_layer(std::size_t i) const {
+    check_layer(i);
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    for (const auto& name : ck_.names())
+      if (name.compare(0, p.size(), p) == 0) ck_.prefetch(name);
   }
 
   Eigen::VectorXf final_norm() const {
@@ -248,6 +265,11 @@ class model_reader {
   }
 
  private:
+  void check_layer(std::size_t i) const {
+    if (i >= num_layers())
+      throw error("model_reader: layer " + std::to_string(i) + " out of range (model has " +
+                  std::to_string(num_layers()) + ")");
+  }
   static const std::filesystem::path& check_dir(const std::filesystem::path& dir) {
     if (!std::filesystem::is_directory(dir))
       mxq::detail::io::fail(dir, "not a model directory (expected config.json and model.safetensors inside)");
