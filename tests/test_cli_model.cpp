@@ -11,6 +11,7 @@
 
 #include <mxq/io/npy.hpp>
 #include <mxq/llm/forward.hpp>
+#include <mxq/llm/journal.hpp>
 #include <mxq/llm/perplexity.hpp>
 #include <mxq/llm/weights.hpp>
 
@@ -193,6 +194,77 @@ TEST_CASE("quantize-model writes the same checkpoint for --threads 1, 2 and 3", 
       fs::remove_all(out);
     }
   }
+}
+
+TEST_CASE("quantize-model: a killed run started again finishes the same checkpoint, byte for byte", "[cli][model][resume]") {
+  struct kase {
+    std::string args, kill;  // the recipe, and where the test hook SIGKILLs the first attempt
+    std::size_t resumes_after;
+  };
+  const std::string cal = " " + calib + " --calib-windows 4 --awq-windows 2";
+  const kase cases[] = {
+      {"--format mxint4 --method sq+awq+gptq --act-format mxint8" + cal, "MXQ_TEST_KILL_AFTER_LAYERS=2", 2},
+      {"--format mxfp4 --method gptq" + cal, "MXQ_TEST_KILL_IN_LAYER=4", 4},  // mid-layer: layer 4 is redone
+      {"--format nvfp4 --method rtn --max-shard-size 1MB", "MXQ_TEST_KILL_IN_LAYER=1", 1},
+      {"--format mxfp4 --method rtn", "MXQ_TEST_KILL_AFTER_LAYERS=5", 5},
+  };
+  for (const auto& c : cases) {
+    INFO(c.args << " / " << c.kill);
+    const fs::path full = scratch() / "resume-full", part = scratch() / "resume-part";
+    fs::remove_all(full), fs::remove_all(part);
+    const auto a = run_cli("quantize-model " + model + " " + c.args + " --out " + full.string());
+    INFO(a.err);
+    REQUIRE(a.status == 0);
+    const auto k = mxq::test::run_program("env " + c.kill + " " + MXQ_CLI_PATH,
+                                          "quantize-model " + model + " " + c.args + " --out " + part.string(), MXQ_REPO_DIR);
+    CHECK(k.status != 0);
+    CHECK(!fs::exists(part / "model.safetensors"));  // nothing that looks complete
+    CHECK(!fs::exists(part / "model.safetensors.index.json"));
+    CHECK(fs::exists(part / "mxq-run.json") == (c.resumes_after > 0));
+    const auto b = run_cli("quantize-model " + model + " " + c.args + " --threads 1 --out " + part.string());
+    INFO(b.err);
+    REQUIRE(b.status == 0);
+    CHECK(b.err.find("resuming after layer " + std::to_string(c.resumes_after) + " of 6") != std::string::npos);
+    CHECK(a.out.substr(0, a.out.find("seconds:")) == b.out.substr(0, b.out.find("seconds:")));  // linears, packed_bytes
+    std::size_t files = 0;
+    for (const auto& e : fs::directory_iterator(full)) {
+      const std::string f = e.path().filename().string();
+      ++files;
+      CHECK(slurp(part / f) == slurp(e.path()));
+    }
+    std::size_t left = 0;
+    for (const auto& e : fs::directory_iterator(part)) left += e.is_regular_file();
+    CHECK(left == files);  // no journal, activations, lock or partial file left
+  }
+}
+
+TEST_CASE("quantize-model: another recipe's partial run, or a run in progress, is refused", "[cli][model][resume]") {
+  const fs::path part = scratch() / "resume-other";
+  fs::remove_all(part);
+  const std::string gptq = "quantize-model " + model + " --format mxint4 --method gptq " + calib +
+                           " --calib-windows 4 --out " + part.string();
+  const auto k = mxq::test::run_program("env MXQ_TEST_KILL_AFTER_LAYERS=1 " + std::string(MXQ_CLI_PATH), gptq, MXQ_REPO_DIR);
+  REQUIRE(k.status != 0);
+  for (const std::string& other : {"--format mxint4 --method awq " + calib + " --calib-windows 4",
+                                  "--format mxint4 --method gptq " + calib + " --calib-windows 3",
+                                  "--format mxfp4 --method gptq " + calib + " --calib-windows 4"}) {
+    const auto r = run_cli("quantize-model " + model + " " + other + " --out " + part.string());
+    INFO(other << " -> " << r.err);
+    CHECK(r.status != 0);
+    CHECK(r.err.find("partial run of another recipe") != std::string::npos);
+    CHECK(r.err.find(part.string()) != std::string::npos);
+  }
+  {
+    const mxq::llm::run_journal busy(part, "someone else");  // holds the directory's lock
+    const auto r = run_cli(gptq);
+    CHECK(r.status != 0);
+    CHECK(r.err.find("another mxq run is writing this directory") != std::string::npos);
+  }
+  const auto r = run_cli(gptq);  // the original command still resumes
+  INFO(r.err);
+  CHECK(r.status == 0);
+  CHECK(r.err.find("resuming after layer 1 of 6") != std::string::npos);
+  fs::remove_all(part);
 }
 
 TEST_CASE("quantize-layer and quantize-model give the same linear for the same recipe", "[cli][model]") {

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "mxq/llm/checkpoint.hpp"
+#include "mxq/llm/journal.hpp"
 #include "mxq/llm/packed_forward.hpp"
 #include "mxq/llm/perplexity.hpp"
 #include "mxq/llm/weights.hpp"
@@ -374,6 +375,61 @@ TEST_CASE("pipeline: RTN straight from the stored bytes is quantize of the fp32 
   }
   CHECK_THROWS_WITH(quantize_stored<mxfp4>(ck, "bf16", R, C + 32), Catch::Contains("'bf16.weight' has shape"));
   CHECK_THROWS_WITH(quantize_stored<mxfp4>(ck, "none", R, C), Catch::Contains("'none.weight'"));
+}
+
+TEST_CASE("pipeline: a streamed run resumed from its journal writes the uninterrupted checkpoint", "[pipeline][stream][resume]") {
+  const mxq::test::temp_dir dir("journal");
+  const auto calib = first_windows("code-calib-128x256.u16", 2);
+  const recipe rc = make(false, true, true);
+  const model_reader src(model_dir);
+  auto run = [&](const fs::path& out, std::size_t stop_after, std::size_t first, RowMajorMatrixXf hidden) {
+    quantized_checkpoint_writer<mxint4> w(out, model_dir, src.config(), src.source(), {}, 1'000'000, resumable::yes);
+    w.resume_layers(first);
+    run_journal j(out, "key-1");
+    stream_options so;
+    so.first_layer = first;
+    so.hidden = std::move(hidden);
+    struct stop {};
+    so.layer_done = [&](std::size_t done, const RowMajorMatrixXf& h) {
+      w.flush();
+      j.save(done, h);
+      if (done == stop_after) throw stop{};  // as if killed here (the writer keeps its partial files)
+    };
+    const layer_sink<mxint4> sink = [&](std::size_t li, const decoder_layer_weights& L, quantized_model<mxint4>& q) {
+      for (const auto& [name, p] : q.linears) w.put_linear(name, p);
+      w.put_layer(li, L);
+    };
+    try {
+      quantize_model_streaming<mxint4>(src, calib, rc, sink, {}, so);
+    } catch (const stop&) {
+      return false;
+    }
+    w.finish(src.final_norm());
+    j.finish();
+    return true;
+  };
+  REQUIRE(run(dir / "full", 99, 0, {}));
+  REQUIRE(!run(dir / "part", 3, 0, {}));
+  CHECK(!fs::exists(dir / "part" / "model.safetensors.index.json"));
+  const auto p = run_journal(dir / "part", "key-1").load();
+  REQUIRE(p);
+  CHECK(p->layers_done == 3);
+  CHECK(p->hidden.rows() == 512);
+  CHECK_THROWS_WITH(run_journal(dir / "part", "key-2").load(), Catch::Contains("partial run of another recipe"));
+  REQUIRE(run(dir / "part", 99, p->layers_done, p->hidden));
+  for (const auto& e : fs::directory_iterator(dir / "full")) CHECK(mxq::test::slurp(e.path()) == mxq::test::slurp(dir / "part" / e.path().filename()));
+  std::size_t a = 0, b = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir / "full")) ++a;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir / "part")) ++b;
+  CHECK(a == b);
+  // Resuming without the partial files (or with other ones) is refused, not silently wrong.
+  fs::create_directories(dir / "empty");
+  quantized_checkpoint_writer<mxint4> w(dir / "empty", model_dir, src.config(), src.source(), {}, 1'000'000, resumable::yes);
+  CHECK_THROWS_WITH(w.resume_layers(3), Catch::Contains("partial checkpoint files"));
+  const RowMajorMatrixXf wrong(7, 3);
+  stream_options so;
+  so.first_layer = 2, so.hidden = wrong;
+  CHECK_THROWS_WITH(quantize_model_streaming<mxint4>(src, calib, rc, {}, {}, so), Catch::Contains("to resume at layer 2"));
 }
 
 TEST_CASE("pipeline: a streamed writer that is not finished leaves no checkpoint behind", "[pipeline][stream]") {

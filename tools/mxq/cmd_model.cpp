@@ -1,15 +1,21 @@
 // mxq quantize-model and mxq table: whole-model calibration and the paper-style grid.
+#include <unistd.h>
+
 #include <chrono>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include <mxq/llm/checkpoint.hpp>
+#include <mxq/llm/journal.hpp>
 #include <mxq/llm/perplexity.hpp>
 #include <mxq/llm/quantize_model.hpp>
 #include <mxq/llm/weights.hpp>
@@ -90,6 +96,79 @@ std::size_t parse_size(const std::string& text, const std::string& option) {
   return static_cast<std::size_t>(v * scale);
 }
 
+// What makes a quantize-model run that run, for its journal: every option that changes the
+// output (not --threads, --out, nor the evaluation's --tokens/--windows; the model and calibration
+// by content, not path): the model's config and tensor table, and the calibration tokens.
+std::string run_key(const mxq::cli::parsed_args& a, const mxq::llm::model_reader& src,
+                    std::span<const mxq::llm::token_id> calib) {
+  static const std::set<std::string> ignored = {"threads", "out", "tokens", "windows"};
+  std::string text = "mxq " + std::to_string(MXQ_VERSION_MAJOR) + "." + std::to_string(MXQ_VERSION_MINOR) + "." +
+                     std::to_string(MXQ_VERSION_PATCH) + "\n";
+  for (const auto& [k, v] : a.values)
+    if (!ignored.count(k) && k != "model" && k != "calib") text += k + "=" + v + "\n";
+  for (const auto& f : a.flags)
+    if (!ignored.count(f)) text += f + "\n";
+  std::uint64_t h = mxq::llm::fnv1a64(text);
+  if (const fs::path cfg = fs::path(src.path()) / "config.json"; fs::exists(cfg)) {
+    const mxq::mapped_file m(cfg);
+    h = mxq::llm::fnv1a64(m.bytes(), h);
+  }
+  const mxq::checkpoint& ck = src.source();
+  for (const auto& name : ck.names()) {
+    const auto& t = ck.info(name);
+    std::string row = name + " " + std::string(mxq::st_dtype_name(t.dtype)) + " " + mxq::shape_to_string(t.shape) + " " +
+                      ck.file_of(name).path().filename().string() + " " + std::to_string(t.begin) + " " +
+                      std::to_string(fs::file_size(ck.file_of(name).path())) + "\n";
+    h = mxq::llm::fnv1a64(row, h);
+  }
+  h = mxq::llm::fnv1a64(std::as_bytes(calib), h);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+// Test hooks for the resume tests: MXQ_TEST_KILL_AFTER_LAYERS=k SIGKILLs the run once the journal
+// records k layers, MXQ_TEST_KILL_IN_LAYER=k in the middle of writing layer k.
+struct test_kill {
+  long after = env("MXQ_TEST_KILL_AFTER_LAYERS"), in = env("MXQ_TEST_KILL_IN_LAYER");
+  static long env(const char* name) {
+    const char* v = std::getenv(name);
+    return v ? std::atol(v) : -1;
+  }
+  void after_layers(std::size_t done) const {
+    if (after >= 0 && static_cast<long>(done) == after) ::raise(SIGKILL);
+  }
+  void in_layer(std::size_t li) const {
+    if (in >= 0 && static_cast<long>(li) == in) ::raise(SIGKILL);
+  }
+};
+
+// Progress on stderr: on a terminal one line rewritten in place, with the resident set; plain
+// lines otherwise (logs, pipes).
+struct progress_line {
+  bool tty = ::isatty(STDERR_FILENO) == 1;
+  bool open = false;
+  void show(const std::string& s) {
+    if (!tty) {
+      std::fprintf(stderr, "quantize-model: %s\n", s.c_str());
+      return;
+    }
+    std::fprintf(stderr, "\r\033[Kquantize-model: %s  rss %.2f GiB", s.c_str(), rss_gib());
+    std::fflush(stderr);
+    open = true;
+  }
+  void done() {
+    if (open) std::fprintf(stderr, "\n");
+    open = false;
+  }
+  static double rss_gib() {
+    std::ifstream f("/proc/self/statm");
+    std::size_t pages = 0, resident = 0;
+    f >> pages >> resident;
+    return static_cast<double>(resident) * static_cast<double>(::sysconf(_SC_PAGESIZE)) / 1073741824.0;
+  }
+};
+
 constexpr const char* quantize_model_usage =
     "usage: mxq quantize-model --model DIR --format NAME --method METHOD --out DIR\n"
     "       [--calib FILE.u16 (required unless METHOD is rtn)] [--calib-windows 128] [--seq 256]\n"
@@ -99,6 +178,8 @@ constexpr const char* quantize_model_usage =
     "       [--threads N (0 = every core; the checkpoint does not depend on it)] [--tokens FILE.u16 [--windows 256]]\n"
     "       [--max-shard-size 5GB (output shards, Hugging Face naming and index)]\n"
     "  The checkpoint is streamed: one decoder layer in memory at a time, each written when done.\n"
+    "  A run killed part way continues after its last finished layer when started again with the same\n"
+    "  command (the journal mxq-run.json in --out; a directory holding another run's journal is refused).\n"
     "  METHOD: rtn, gptq, awq, awq+gptq, sq+rtn, sq+gptq, sq+awq, sq+awq+gptq (steps sq, awq, gptq|rtn joined by '+')";
 
 int run_quantize_model(const mxq::cli::args_t& raw) {
@@ -141,7 +222,8 @@ int run_quantize_model(const mxq::cli::args_t& raw) {
       throw mxq::error(a.require("tokens") + " holds " + std::to_string(tokens.size() / mo.seq) + " windows of " +
                        std::to_string(mo.seq) + " tokens, " + std::to_string(po.windows) + " requested");
   }
-  mo.progress = [](const std::string& s) { std::fprintf(stderr, "quantize-model: %s\n", s.c_str()); };
+  progress_line progress;
+  mo.progress = [&progress](const std::string& s) { progress.show(s); };
   const auto t0 = clock_type::now();
   // Streamed: one decoder layer in memory at a time, each written as soon as it is quantized.
   const mxq::llm::model_reader src(model_dir);
@@ -152,21 +234,47 @@ int run_quantize_model(const mxq::cli::args_t& raw) {
   const std::map<std::string, std::string> metadata = {{"mxq.method", method},
                                                        {"mxq.act_format", act_format},
                                                        {"mxq.calib_windows", std::to_string(calib.size() / mo.seq)}};
+  // Resumable: the journal in --out says how far an interrupted run of this very job got.
+  mxq::llm::run_journal journal(out_dir, run_key(a, src, calib));
+  const std::optional<mxq::llm::resume_point> resume = journal.load();
+  const std::size_t first_layer = resume ? resume->layers_done : 0;
+  if (first_layer > 0)
+    std::fprintf(stderr, "quantize-model: resuming after layer %zu of %zu (%s)\n", first_layer, src.num_layers(),
+                 journal.file().c_str());
+  const test_kill kill;
   mxq::visit_format(format, [&](auto tag) {
     using F = typename decltype(tag)::type;
-    mxq::llm::quantized_checkpoint_writer<F> out(out_dir, model_dir, src.config(), src.source(), metadata, max_shard);
+    mxq::llm::quantized_checkpoint_writer<F> out(out_dir, model_dir, src.config(), src.source(), metadata, max_shard,
+                                                 mxq::resumable::yes);
+    out.resume_layers(first_layer);
+    for (std::size_t li = 0; li < first_layer; ++li)  // the totals printed cover the whole model
+      for (mxq::llm::linear l : mxq::llm::all_linears) {
+        const auto [rows, cols] = mxq::llm::expected_linear_shape(src.config(), l);
+        ++n_linears, packed_bytes += mxq::packed_matrix<F>(rows, cols).storage_bytes();
+      }
     const mxq::llm::layer_sink<F> sink = [&](std::size_t li, const mxq::llm::decoder_layer_weights& L,
                                              mxq::llm::quantized_model<F>& q) {
       out.copy_source_tensors();  // with the first layer: the copy overlaps the quantization
       for (const auto& [name, p] : q.linears) {
         ++n_linears, packed_bytes += p.storage_bytes();
         out.put_linear(name, p);
+        kill.in_layer(li);
       }
       out.put_layer(li, L);
     };
-    mxq::llm::quantize_model_streaming<F>(src, calib, rc, sink, mo);
+    mxq::llm::stream_options so;
+    so.first_layer = first_layer;
+    if (resume) so.hidden = std::move(resume->hidden);
+    so.layer_done = [&](std::size_t done, const mxq::llm::RowMajorMatrixXf& hidden) {
+      out.flush();  // on disk before the journal says so
+      journal.save(done, hidden);
+      kill.after_layers(done);
+    };
+    mxq::llm::quantize_model_streaming<F>(src, calib, rc, sink, mo, so);
     out.finish(src.final_norm());
   });
+  journal.finish();
+  progress.done();
   std::printf("linears: %zu\npacked_bytes: %zu\nseconds: %.1f\n", n_linears, packed_bytes, seconds(t0));
   if (!tokens.empty()) {  // the written checkpoint, read back: the model an engine would run
     po.threads = mxq::llm::resolve_threads(mo.threads);

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <limits>
 #include <map>
@@ -523,6 +524,11 @@ class safetensors_writer {
 // The bytes are those safetensors_writer writes for the same tensors and metadata. The file is
 // written under a temporary name in the destination directory and renamed by commit() only once
 // every tensor was filled; a writer destroyed before that removes its temporary file.
+// Resumable writers (open(path, resumable::yes)) write to `path.partial` instead, keep it when
+// destroyed unfinished (or killed), and reopen it in place when it has the same layout: a run
+// started again marks the tensors it knows are there (mark_written) and fills the rest.
+enum class resumable : bool { no, yes };
+
 class safetensors_stream_writer {
  public:
   safetensors_stream_writer() = default;
@@ -534,7 +540,7 @@ class safetensors_stream_writer {
       abandon();
       metadata_ = std::move(o.metadata_), tensors_ = std::move(o.tensors_), index_ = std::move(o.index_);
       filled_ = std::move(o.filled_), path_ = std::move(o.path_), tmp_ = std::move(o.tmp_);
-      header_bytes_ = o.header_bytes_, fd_ = std::exchange(o.fd_, -1);
+      header_bytes_ = o.header_bytes_, fd_ = std::exchange(o.fd_, -1), keep_ = o.keep_, reused_ = o.reused_;
       o.tmp_.clear(), o.path_.clear();
     }
     return *this;
@@ -560,8 +566,9 @@ class safetensors_stream_writer {
     return n;
   }
 
-  // Lays the file out and creates it (temporary name) at its final size.
-  void open(const std::filesystem::path& path) {
+  // Lays the file out and creates it (temporary name) at its final size. A resumable writer
+  // reopens an existing `path.partial` of the same header and size (reused() says so).
+  void open(const std::filesystem::path& path, resumable r = resumable::no) {
     check_not_open("open");
     std::vector<detail::st::planned_tensor> order = tensors_;
     const std::string header = detail::st::plan_layout(order, metadata_);
@@ -569,13 +576,36 @@ class safetensors_stream_writer {
     filled_.assign(tensors_.size(), false);
     path_ = path;
     tmp_ = path;
-    tmp_ += ".tmp." + std::to_string(::getpid());
+    keep_ = r == resumable::yes;
+    tmp_ += keep_ ? std::string(".partial") : ".tmp." + std::to_string(::getpid());
+    header_bytes_ = header.size();
+    const std::size_t total = header_bytes_ + data_bytes();
+    if (keep_ && same_layout(tmp_, header, total)) {
+      fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CLOEXEC);
+      if (fd_ >= 0) {
+        reused_ = true;
+        return;
+      }
+    }
     fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd_ < 0) detail::io::fail(path_, "cannot create temporary file " + tmp_.string() + ": " + std::strerror(errno));
-    header_bytes_ = header.size();
     pwrite_all(header.data(), header.size(), 0);
-    if (::ftruncate(fd_, static_cast<off_t>(header_bytes_ + data_bytes())) != 0)
+    if (::ftruncate(fd_, static_cast<off_t>(total)) != 0)
       detail::io::fail(path_, std::string("cannot size the file (disk full?): ") + std::strerror(errno));
+  }
+  // Everything put so far on disk (before a journal says it is there).
+  void flush() {
+    if (fd_ >= 0 && ::fdatasync(fd_) != 0)
+      detail::io::fail(path_, std::string("fdatasync failed (disk full?): ") + std::strerror(errno));
+  }
+  // Whether open() found the partial file of an earlier run with this layout.
+  bool reused() const noexcept { return reused_; }
+  // A tensor an earlier run already wrote into the reused partial file.
+  void mark_written(std::string_view name) {
+    if (!reused_) throw error("safetensors_stream_writer: mark_written('" + std::string(name) + "') without a reused partial file");
+    const auto it = index_.find(name);
+    if (it == index_.end()) throw error("safetensors_stream_writer: tensor '" + std::string(name) + "' was not declared");
+    filled_[it->second] = true;
   }
 
   void put(std::string_view name, std::span<const std::byte> data) {
@@ -625,8 +655,19 @@ class safetensors_stream_writer {
       p += k, n -= static_cast<std::size_t>(k), off += static_cast<std::size_t>(k);
     }
   }
+  static bool same_layout(const std::filesystem::path& f, const std::string& header, std::size_t total) {
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(f, ec) || std::filesystem::file_size(f, ec) != total || ec) return false;
+    std::ifstream in(f, std::ios::binary);
+    std::string got(header.size(), '\0');
+    return static_cast<bool>(in.read(got.data(), static_cast<std::streamsize>(got.size()))) && got == header;
+  }
   void abandon() noexcept {
     if (fd_ >= 0) ::close(std::exchange(fd_, -1));
+    if (keep_) {  // a resumable run's progress stays for the next start
+      tmp_.clear();
+      return;
+    }
     if (!tmp_.empty()) {
       std::error_code ec;
       std::filesystem::remove(tmp_, ec);
@@ -641,6 +682,7 @@ class safetensors_stream_writer {
   std::filesystem::path path_, tmp_;
   std::size_t header_bytes_ = 0;
   int fd_ = -1;
+  bool keep_ = false, reused_ = false;
 };
 
 }  // namespace mxq

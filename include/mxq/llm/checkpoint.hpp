@@ -52,13 +52,28 @@ class sharded_checkpoint_writer {
   std::size_t shard_count() const noexcept { return shards_.size(); }
   std::size_t total_bytes() const noexcept { return total_; }
 
-  void open() {
+  // Creates the shards (temporary names); resumable: see safetensors_stream_writer.
+  void open(resumable r = resumable::no) {
     if (shards_.empty()) throw error("sharded_checkpoint_writer: no tensors declared");
     std::filesystem::create_directories(dir_);
     for (std::size_t k = 0; k < shards_.size(); ++k) {
       for (const auto& [key, value] : metadata_) shards_[k].set_metadata(key, value);
-      shards_[k].open(dir_ / file_name(k));
+      shards_[k].open(dir_ / file_name(k), r);
     }
+  }
+  // Whether every shard reopened an earlier run's partial file of the same layout.
+  bool reused() const noexcept {
+    for (const auto& s : shards_)
+      if (!s.reused()) return false;
+    return true;
+  }
+  void flush() {
+    for (auto& s : shards_) s.flush();
+  }
+  void mark_written(const std::string& name) {
+    const auto it = shard_of_.find(name);
+    if (it == shard_of_.end()) throw error("sharded_checkpoint_writer: tensor '" + name + "' was not declared");
+    shards_[it->second].mark_written(name);
   }
   void put(const std::string& name, std::span<const std::byte> data) {
     const auto it = shard_of_.find(name);
@@ -114,7 +129,11 @@ namespace mxq::detail::model {
 // add_packed's writer interface onto the sharded writer: declaring, then filling.
 struct declare_into {
   llm::sharded_checkpoint_writer& w;
-  void add(const std::string& n, st_dtype d, const std::vector<std::size_t>& s, std::span<const std::byte>) { w.declare(n, d, s); }
+  std::vector<std::string>& names;  // what was declared, in order
+  void add(const std::string& n, st_dtype d, const std::vector<std::size_t>& s, std::span<const std::byte>) {
+    w.declare(n, d, s);
+    names.push_back(n);
+  }
   void set_metadata(const std::string& k, const std::string& v) { w.set_metadata(k, v); }
 };
 struct put_into {
@@ -137,7 +156,7 @@ class quantized_checkpoint_writer {
   quantized_checkpoint_writer(const std::filesystem::path& out_dir, const std::filesystem::path& src_dir,
                               const model_config& cfg, const checkpoint& src,
                               const std::map<std::string, std::string>& metadata,
-                              std::size_t max_shard_bytes = default_max_shard_bytes)
+                              std::size_t max_shard_bytes = default_max_shard_bytes, resumable r = resumable::no)
       : out_(out_dir), src_dir_(src_dir), cfg_(cfg), src_(src), w_(out_dir, max_shard_bytes) {
     namespace fs = std::filesystem;
     if (fs::exists(out_dir) && !fs::is_directory(out_dir))
@@ -152,25 +171,44 @@ class quantized_checkpoint_writer {
     w_.set_metadata("mxq.version", std::to_string(MXQ_VERSION_MAJOR) + "." + std::to_string(MXQ_VERSION_MINOR) + "." +
                                        std::to_string(MXQ_VERSION_PATCH));
     const std::size_t H = cfg.hidden_size;
-    for (const char* name : {"model.embed_tokens.weight"}) declare_copy(name);
-    mxq::detail::model::declare_into d{w_};
+    declare_copy("model.embed_tokens.weight");
+    layer_names_.resize(cfg.num_hidden_layers);
     for (std::size_t li = 0; li < cfg.num_hidden_layers; ++li) {
+      std::vector<std::string>& names = layer_names_[li];
+      mxq::detail::model::declare_into d{w_, names};
       for (linear l : all_linears) {
         const auto [rows, cols] = expected_linear_shape(cfg, l);
         add_packed(d, tensor_prefix(li, l), packed_matrix<F>(rows, cols));
         if (has_bias(cfg, l) || src.contains(tensor_prefix(li, l) + ".bias"))
-          w_.declare(tensor_prefix(li, l) + ".bias", st_dtype::F32, {rows});
+          d.add(tensor_prefix(li, l) + ".bias", st_dtype::F32, {rows}, {});
       }
       const std::string p = "model.layers." + std::to_string(li);
-      w_.declare(p + ".input_layernorm.weight", st_dtype::F32, {H});
-      w_.declare(p + ".post_attention_layernorm.weight", st_dtype::F32, {H});
+      d.add(p + ".input_layernorm.weight", st_dtype::F32, {H}, {});
+      d.add(p + ".post_attention_layernorm.weight", st_dtype::F32, {H}, {});
     }
     w_.declare("model.norm.weight", st_dtype::F32, {H});
     if (src.contains("lm_head.weight")) declare_copy("lm_head.weight");  // tied embeddings have none
-    w_.open();
+    w_.open(r);
   }
 
   std::size_t shard_count() const noexcept { return w_.shard_count(); }
+
+  // What has been put so far, on disk (call before recording progress in a run_journal).
+  void flush() { w_.flush(); }
+
+  // Resumable writers: layers [0, n) are already in the partial files an earlier run left (its
+  // journal says so). Fails when those files are missing or laid out differently.
+  void resume_layers(std::size_t n) {
+    if (n == 0) return;
+    if (n > layer_names_.size())
+      throw error("quantized_checkpoint_writer: resume after layer " + std::to_string(n) + " of a " +
+                  std::to_string(layer_names_.size()) + "-layer model");
+    if (!w_.reused())
+      throw error(out_.string() + ": the partial checkpoint files of the interrupted run are missing or laid out "
+                                  "differently; remove the directory to start again");
+    for (std::size_t li = 0; li < n; ++li)
+      for (const auto& name : layer_names_[li]) w_.mark_written(name);
+  }
 
   void put_linear(const std::string& prefix, const packed_matrix<F>& q) {
     mxq::detail::model::put_into p{w_};
@@ -215,6 +253,7 @@ class quantized_checkpoint_writer {
   model_config cfg_;
   const checkpoint& src_;
   sharded_checkpoint_writer w_;
+  std::vector<std::vector<std::string>> layer_names_;  // every tensor of each decoder layer
   bool copied_ = false;
 };
 

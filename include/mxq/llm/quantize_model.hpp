@@ -268,7 +268,7 @@ struct run_state {
   act_quant_fn act;
   model::workspace ws;  // reused by every layer: no page faults on fresh buffers per step
   RowMajorMatrixXf scratch;
-  std::size_t n_layers = 0;
+  std::size_t n_layers = 0, first_layer = 0;  // first_layer: where this run started (a resume)
   clock::time_point t0 = clock::now();
 
   run_state(recipe r, const model_options& o, std::size_t calib_tokens, std::size_t layers) : rc(std::move(r)), opt(o), n_layers(layers) {
@@ -292,7 +292,8 @@ struct run_state {
   void log(std::size_t layer, const std::string& what) const {
     if (!opt.progress) return;
     const double el = std::chrono::duration<double>(clock::now() - t0).count();
-    const double eta = layer == 0 ? 0.0 : el / static_cast<double>(layer) * static_cast<double>(n_layers - layer);
+    const double eta = layer <= first_layer ? 0.0
+                                            : el / static_cast<double>(layer - first_layer) * static_cast<double>(n_layers - layer);
     char buf[256];
     std::snprintf(buf, sizeof buf, "layer %zu/%zu %-28s elapsed %6.1fs  eta %6.1fs", layer + 1, n_layers, what.c_str(), el,
                   eta);
@@ -358,14 +359,15 @@ class background {
   std::jthread thread_;  // last: joined before error_ goes
 };
 
-// Reads layers 1..n-1 in order on a thread of its own, at most `depth` layers ahead of the one
+// Reads layers in order on a thread of its own, at most `depth` layers ahead of the one
 // being computed (advance(i): layer i is being computed), so the reading never waits for the
 // cores and the memory held stays `depth` layers.
 class read_ahead {
  public:
-  read_ahead(std::size_t n, std::size_t depth, std::function<void(std::size_t)> read)
-      : n_(n), depth_(std::max<std::size_t>(depth, 1)), read_(std::move(read)) {
-    if (n_ > 1) thread_ = std::jthread([this](std::stop_token st) { loop(st); });
+  // Reads layers (first, n) (the first is read by whoever computes it).
+  read_ahead(std::size_t first, std::size_t n, std::size_t depth, std::function<void(std::size_t)> read)
+      : first_(first), n_(n), depth_(std::max<std::size_t>(depth, 1)), current_(first), read_(std::move(read)) {
+    if (first_ + 1 < n_) thread_ = std::jthread([this](std::stop_token st) { loop(st); });
   }
   ~read_ahead() {
     if (thread_.joinable()) {
@@ -386,7 +388,7 @@ class read_ahead {
 
  private:
   void loop(std::stop_token st) {
-    for (std::size_t i = 1; i < n_; ++i) {
+    for (std::size_t i = first_ + 1; i < n_; ++i) {
       {
         std::unique_lock lk(m_);
         cv_.wait(lk, st, [&] { return i <= current_ + depth_; });
@@ -395,7 +397,7 @@ class read_ahead {
       read_(i);  // a hint: errors surface when the layer itself is read
     }
   }
-  std::size_t n_, depth_, current_ = 0;
+  std::size_t first_, n_, depth_, current_;
   std::function<void(std::size_t)> read_;
   std::mutex m_;
   std::condition_variable_any cv_;
@@ -430,28 +432,54 @@ quantized_model<F> quantize_model(model_weights& w, std::span<const token_id> ca
 template <format_type F>
 using layer_sink = std::function<void(std::size_t layer, const decoder_layer_weights& quantized, quantized_model<F>& q)>;
 
+// Where quantize_model_streaming starts and what it reports (resuming an interrupted run: see
+// journal.hpp).
+struct stream_options {
+  std::size_t first_layer = 0;  // layers before it are done (their sink calls are not repeated)
+  RowMajorMatrixXf hidden;      // with first_layer > 0 and a calibrating recipe: layer first_layer's input
+  // Called after the sink of each layer returned, with the number of layers done and the next
+  // layer's calibration input (empty when the recipe does not calibrate); on the sink's thread.
+  std::function<void(std::size_t layers_done, const RowMajorMatrixXf& hidden)> layer_done;
+};
+
 // quantize_model on a streamed checkpoint: one decoder layer in memory at a time (loaded from
 // `src`, quantized, handed to `sink`, dropped), the embedding rows of the calibration tokens only.
-// The same computation as quantize_model(load_model(dir), ...): bit-identical packed weights.
+// The same computation as quantize_model(load_model(dir), ...): bit-identical packed weights,
+// also when resumed at a layer with the activations an earlier run recorded there.
 // RTN without calibration quantizes each weight in place in the map (quantize_stored) while the
-// next layer is read ahead, so it runs at about the speed of reading the checkpoint.
+// next layers are read ahead, so it runs at about the speed of the disk.
 template <format_type F>
 double quantize_model_streaming(const model_reader& src, std::span<const token_id> calib, recipe rc,
-                                const layer_sink<F>& sink, const model_options& opt = {}) {
+                                const layer_sink<F>& sink, const model_options& opt = {},
+                                const stream_options& so = {}) {
   detail::pipeline::run_state<F> run(std::move(rc), opt, calib.size(), src.num_layers());
   const bool direct = !run.calibrate && !run.scales;
+  const std::size_t n = src.num_layers(), first = so.first_layer;
+  run.first_layer = first;
+  if (first > n)
+    throw error("quantize_model_streaming: first layer " + std::to_string(first) + " of a " + std::to_string(n) +
+                "-layer model");
+  RowMajorMatrixXf hidden;
+  if (run.calibrate) {
+    hidden = first == 0 ? src.embed(calib) : so.hidden;
+    if (static_cast<std::size_t>(hidden.rows()) != calib.size() ||
+        static_cast<std::size_t>(hidden.cols()) != src.config().hidden_size)
+      throw error("quantize_model_streaming: the activations to resume at layer " + std::to_string(first) + " are " +
+                  std::to_string(hidden.rows()) + "x" + std::to_string(hidden.cols()) + ", expected " +
+                  std::to_string(calib.size()) + "x" + std::to_string(src.config().hidden_size));
+  }
   detail::pipeline::background sinking;
   // Two layers ahead: the reads keep going while a slow write-back holds the sink up (measured
   // no faster at 4, ~0.4 GB more resident per layer).
-  detail::pipeline::read_ahead ahead(direct ? src.num_layers() : 0, 2, [&src](std::size_t i) { src.prefetch_layer(i); });
-  RowMajorMatrixXf hidden = run.calibrate ? src.embed(calib) : RowMajorMatrixXf();
-  for (std::size_t li = 0; li < src.num_layers(); ++li) {
+  detail::pipeline::read_ahead ahead(direct ? first : n, n, 2, [&src](std::size_t i) { src.prefetch_layer(i); });
+  for (std::size_t li = first; li < n; ++li) {
     if (!direct) {
       run.log(li, "load");
       decoder_layer_weights L = src.layer(li);
       quantized_model<F> q;
       run.quantize_layer(src.config(), L, li, hidden, q);
       sink(li, L, q);
+      if (so.layer_done) so.layer_done(li + 1, hidden);
       continue;
     }
     // The next layers are read while this one is quantized, and the previous one goes to the
@@ -466,7 +494,10 @@ double quantize_model_streaming(const model_reader& src, std::span<const token_i
                                                                       run.finish_rc.weight_opt, static_cast<int>(run.threads)));
     }
     sinking.wait();
-    sinking.start([&sink, li, L = std::move(L), q = std::move(q)]() mutable { sink(li, L, q); });
+    sinking.start([&sink, &so, li, L = std::move(L), q = std::move(q)]() mutable {
+      sink(li, L, q);
+      if (so.layer_done) so.layer_done(li + 1, RowMajorMatrixXf());
+    });
   }
   sinking.wait();
   return std::chrono::duration<double>(decltype(run)::clock::now() - run.t0).count();
@@ -476,7 +507,7 @@ double quantize_model_streaming(const model_reader& src, std::span<const token_i
 #define MXQ_QUANTIZE_MODEL_INSTANCE(F, KW) \
   KW template quantized_model<F> quantize_model<F>(model_weights&, std::span<const token_id>, recipe, const model_options&); \
   KW template double quantize_model_streaming<F>(const model_reader&, std::span<const token_id>, recipe, \
-                                                 const layer_sink<F>&, const model_options&);
+                                                 const layer_sink<F>&, const model_options&, const stream_options&);
 MXQ_FOR_EACH_PREDEFINED_FORMAT(MXQ_QUANTIZE_MODEL_INSTANCE, extern)
 #endif
 
