@@ -238,6 +238,32 @@ TEST_CASE("quantize-model: a killed run started again finishes the same checkpoi
   }
 }
 
+TEST_CASE("quantize-model prints its memory estimate and --max-memory refuses before any work", "[cli][model]") {
+  const fs::path out = scratch() / "maxmem";
+  fs::remove_all(out);
+  const std::string job = "quantize-model " + model + " --format mxfp4 --method gptq " + calib + " --calib-windows 16 --out " + out.string();
+  const auto r = run_cli(job + " --max-memory 10MB");
+  INFO(r.err);
+  CHECK(r.status != 0);
+  std::smatch m;
+  REQUIRE(std::regex_search(r.err, m, std::regex("memory estimate ([0-9.]+) GiB \\(weights")));
+  const double est = std::stod(m[1]);
+  CHECK(r.err.find("over --max-memory") != std::string::npos);
+  CHECK(!fs::exists(out));  // refused before the output directory was made
+  // The estimate grows with the calibration set (activations) and is close to the measured peak
+  // (benchmarks/RESULTS.md); a limit above it runs.
+  const auto big = run_cli("quantize-model " + model + " --format mxfp4 --method gptq " + calib +
+                           " --calib-windows 64 --max-memory 1KB --out " + out.string());
+  REQUIRE(std::regex_search(big.err, m, std::regex("memory estimate ([0-9.]+) GiB")));
+  CHECK(std::stod(m[1]) > est);
+  const auto ok = run_cli(job + " --max-memory 4GiB");
+  INFO(ok.err);
+  CHECK(ok.status == 0);
+  mxq::test::expect_one_line_errors(run_cli, std::vector<std::pair<std::string, std::string>>{
+                                                 {job + " --max-memory lots", "--max-memory expects a positive size"}});
+  fs::remove_all(out);
+}
+
 TEST_CASE("quantize-model: another recipe's partial run, or a run in progress, is refused", "[cli][model][resume]") {
   const fs::path part = scratch() / "resume-other";
   fs::remove_all(part);

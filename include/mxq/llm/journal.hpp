@@ -8,9 +8,11 @@
 //
 // The key is what makes the run that run (the caller hashes the recipe, the inputs and the
 // options that change the output); a directory holding another key's partial run is refused.
-// Every file is replaced by rename, the activations before the journal that names them, and the
-// caller flushes the checkpoint's partial files before save(): the journal never claims more
-// than is on disk.
+// Every file is replaced by rename, the activations before the journal that names them, so a
+// killed process (SIGKILL, the OOM killer) leaves a consistent journal. Against power loss the
+// caller flushes the checkpoint's partial files before save() (mxq quantize-model does for
+// calibrating recipes; its plain RTN runs do not wait for the disk, so after a power failure
+// their directory should be removed).
 #pragma once
 #include <fcntl.h>
 #include <sys/file.h>
