@@ -26,6 +26,7 @@
 #include <mxq/llm/weights.hpp>
 
 #include "support.hpp"
+#include "synthetic_model.hpp"
 
 // Everything in a namespace of its own: the test programs are unity builds (tests/CMakeLists.txt).
 namespace test_model {
@@ -115,91 +116,7 @@ void write_tiny(const fs::path& dir, const std::string& skip = {}, const std::st
   w.write(dir / "model.safetensors");
 }
 
-// Naive double-precision forward of one window, straight from the HF modeling code.
-std::vector<std::vector<double>> naive_logits(const mxq::llm::model_weights& w, const std::vector<mxq::llm::token_id>& tok) {
-  const auto& c = w.config;
-  const std::size_t S = tok.size(), H = c.hidden_size, D = c.head_dim, NH = c.num_attention_heads,
-                    KV = c.num_key_value_heads;
-  using vec = std::vector<double>;
-  std::vector<vec> h(S, vec(H));
-  for (std::size_t t = 0; t < S; ++t)
-    for (std::size_t i = 0; i < H; ++i) h[t][i] = w.embed_tokens(tok[t], i);
-  auto rms = [&](const vec& x, const Eigen::VectorXf& g) {
-    double ss = 0;
-    for (double v : x) ss += v * v;
-    const double r = 1.0 / std::sqrt(ss / double(x.size()) + c.rms_norm_eps);
-    vec y(x.size());
-    for (std::size_t i = 0; i < x.size(); ++i) y[i] = x[i] * r * g[i];
-    return y;
-  };
-  auto lin = [&](const mxq::llm::linear_weights& L, const vec& x) {
-    vec y(L.out_features());
-    for (std::size_t o = 0; o < y.size(); ++o) {
-      double a = L.has_bias() ? L.bias[o] : 0.0;
-      for (std::size_t i = 0; i < x.size(); ++i) a += double(L.weight(o, i)) * x[i];
-      y[o] = a;
-    }
-    return y;
-  };
-  auto rope = [&](vec& x, std::size_t heads, std::size_t pos) {
-    for (std::size_t hh = 0; hh < heads; ++hh)
-      for (std::size_t i = 0; i < D / 2; ++i) {
-        const double ang = double(pos) * std::pow(c.rope_theta, -double(2 * i) / double(D));
-        double& a = x[hh * D + i];
-        double& b = x[hh * D + i + D / 2];
-        const double na = a * std::cos(ang) - b * std::sin(ang), nb = b * std::cos(ang) + a * std::sin(ang);
-        a = na;
-        b = nb;
-      }
-  };
-  for (const auto& L : w.layers) {
-    std::vector<vec> q(S), k(S), v(S);
-    for (std::size_t t = 0; t < S; ++t) {
-      const vec x = rms(h[t], L.input_layernorm);
-      q[t] = lin(L.q_proj, x);
-      k[t] = lin(L.k_proj, x);
-      v[t] = lin(L.v_proj, x);
-      rope(q[t], NH, t);
-      rope(k[t], KV, t);
-    }
-    for (std::size_t t = 0; t < S; ++t) {
-      vec att(NH * D, 0.0);
-      for (std::size_t hh = 0; hh < NH; ++hh) {
-        const std::size_t g = hh / (NH / KV);
-        vec sc(t + 1);
-        double m = -1e300;
-        for (std::size_t j = 0; j <= t; ++j) {
-          double d = 0;
-          for (std::size_t i = 0; i < D; ++i) d += q[t][hh * D + i] * k[j][g * D + i];
-          sc[j] = d / std::sqrt(double(D));
-          m = std::max(m, sc[j]);
-        }
-        double z = 0;
-        for (auto& s : sc) z += (s = std::exp(s - m));
-        for (std::size_t j = 0; j <= t; ++j)
-          for (std::size_t i = 0; i < D; ++i) att[hh * D + i] += sc[j] / z * v[j][g * D + i];
-      }
-      const vec o = lin(L.o_proj, att);
-      for (std::size_t i = 0; i < H; ++i) h[t][i] += o[i];
-      const vec x = rms(h[t], L.post_attention_layernorm);
-      vec gt = lin(L.gate_proj, x), up = lin(L.up_proj, x);
-      for (std::size_t i = 0; i < gt.size(); ++i) gt[i] = gt[i] / (1 + std::exp(-gt[i])) * up[i];
-      const vec dn = lin(L.down_proj, gt);
-      for (std::size_t i = 0; i < H; ++i) h[t][i] += dn[i];
-    }
-  }
-  std::vector<vec> out(S);
-  for (std::size_t t = 0; t < S; ++t) {
-    const vec x = rms(h[t], w.norm);
-    out[t].resize(c.vocab_size);
-    for (std::size_t r = 0; r < c.vocab_size; ++r) {
-      double a = 0;
-      for (std::size_t i = 0; i < H; ++i) a += double(w.lm_head(r, i)) * x[i];
-      out[t][r] = a;
-    }
-  }
-  return out;
-}
+using mxq::test::naive_logits;
 
 }  // namespace
 
@@ -229,12 +146,15 @@ TEST_CASE("config.json parsing", "[model][config]") {
   CHECK(d.attention_bias);  // Qwen2 always has q/k/v biases
 
   const std::string base = R"("hidden_size":64,"intermediate_size":128,"num_hidden_layers":1,"num_attention_heads":8,"vocab_size":10)";
-  require_error([&] { parse(R"({"model_type":"mistral",)" + base + "}"); }, "unsupported model_type 'mistral'", "cfg.json");
+  require_error([&] { parse(R"({"model_type":"gemma2",)" + base + "}"); },
+                "unsupported model_type 'gemma2' (supported: llama, mistral, qwen2, qwen3)", "cfg.json");
   require_error([&] { parse(R"({"model_type":"llama","hidden_size":64,"num_hidden_layers":1,"num_attention_heads":8,"vocab_size":10})"); },
                 "missing 'intermediate_size'", "cfg.json");
   require_error([&] { parse(R"({"model_type":"llama","num_key_value_heads":3,)" + base + "}"); }, "not a multiple", "cfg.json");
+  require_error([&] { parse(R"({"model_type":"llama","rope_scaling":{"rope_type":"yarn","factor":4},)" + base + "}"); },
+                "unsupported RoPE scaling rope_scaling type \"yarn\" (supported: default, linear, llama3)", "cfg.json");
   require_error([&] { parse(R"({"model_type":"llama","rope_scaling":{"rope_type":"llama3"},)" + base + "}"); },
-                "unsupported RoPE scaling", "cfg.json");
+                "rope_scaling.factor must be a positive number", "cfg.json");
   require_error([&] { parse(R"({"model_type":"llama","hidden_act":"gelu",)" + base + "}"); }, "hidden_act", "cfg.json");
   require_error([&] { parse(R"({"model_type":"llama","hidden_size":-1,"intermediate_size":128,"num_hidden_layers":1,"num_attention_heads":8,"vocab_size":10})"); },
                 "positive integer", "cfg.json");

@@ -1,5 +1,10 @@
 // Packed weights survive a safetensors round trip bit for bit; broken files give named errors.
 #include <catch2/catch.hpp>
+#include <span>
+#include <tuple>
+#include <map>
+#include <vector>
+#include <utility>
 
 #include <bit>
 #include <filesystem>
@@ -51,6 +56,34 @@ TEST_CASE("packed weights round-trip through safetensors for every format", "[io
     CHECK(d2.shape == std::vector<std::size_t>{rows, cols});
     REQUIRE(d2.data.size() == d1.size());
     for (std::size_t i = 0; i < d1.size(); ++i) CHECK(std::bit_cast<std::uint32_t>(d1[i]) == std::bit_cast<std::uint32_t>(d2.data[i]));
+  });
+}
+
+// declare_packed / storage_bytes_for size a checkpoint without making the matrix: the same
+// tensors, dtypes and shapes add_packed writes, the bytes storage_bytes() counts.
+struct recorded {
+  std::vector<std::tuple<std::string, st_dtype, std::vector<std::size_t>>> tensors;
+  std::map<std::string, std::string> meta;
+  void add(const std::string& n, st_dtype d, const std::vector<std::size_t>& s, std::span<const std::byte>) {
+    tensors.emplace_back(n, d, s);
+  }
+  void set_metadata(const std::string& k, const std::string& v) { meta[k] = v; }
+};
+
+TEST_CASE("packed weights: declare_packed and storage_bytes_for agree with a made matrix", "[io][packed]") {
+  for_each_format([&](auto tag) {
+    using F = typename decltype(tag)::type;
+    const std::vector<std::pair<std::size_t, std::size_t>> shapes{{7, 200}, {3, 32}, {1, 4096}, {5, 131}};
+    for (const auto& [rows, cols] : shapes) {
+      INFO(format_traits<F>::name << " " << rows << "x" << cols);
+      const packed_matrix<F> q(rows, cols);
+      CHECK(packed_matrix<F>::storage_bytes_for(rows, cols) == q.storage_bytes());
+      recorded a, b;
+      add_packed(a, "x", q);
+      declare_packed<F>(b, "x", rows, cols);
+      CHECK(a.tensors == b.tensors);
+      CHECK(a.meta == b.meta);
+    }
   });
 }
 

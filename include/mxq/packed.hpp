@@ -77,6 +77,25 @@ class packed_matrix {
   using scale_storage = typename scale_type::storage;
   static constexpr int bits = F::bits;
 
+  // How a row of `cols` values is laid out: what the constructor allocates, and what sizes a
+  // checkpoint (or a memory estimate) without making the matrix.
+  struct geometry {
+    std::size_t block = 0, blocks_per_row = 0, row_bytes = 0;
+  };
+  static geometry geometry_for(std::size_t cols) {
+    geometry g;
+    g.block = mxq::block_length<F>(cols);
+    g.blocks_per_row = g.block == 0 ? 0 : (cols + g.block - 1) / g.block;
+    g.row_bytes = Layout::row_bytes(cols, bits, g.block == 0 ? 1 : g.block);
+    return g;
+  }
+  // storage_bytes() of a rows x cols matrix.
+  static std::size_t storage_bytes_for(std::size_t rows, std::size_t cols) {
+    const geometry g = geometry_for(cols);
+    return rows * g.row_bytes + rows * g.blocks_per_row * (sizeof(scale_storage) + (scale_type::has_zero_point ? 1 : 0)) +
+           (scale_type::has_tensor_scale ? sizeof(float) : 0);
+  }
+
   packed_matrix() = default;
   packed_matrix(std::size_t rows, std::size_t cols, tensor_params t = {})
       : rows_(rows), cols_(cols), block_(mxq::block_length<F>(cols)), tensor_(t) {
@@ -85,8 +104,9 @@ class packed_matrix {
         throw error("split_halves layout needs 4-bit codes, an even block length and whole blocks per row (" +
                     std::to_string(cols) + " columns, block " + std::to_string(block_) + ")");
     }
-    blocks_per_row_ = block_ == 0 ? 0 : (cols + block_ - 1) / block_;
-    row_bytes_ = Layout::row_bytes(cols, bits, block_ == 0 ? 1 : block_);
+    const geometry g = geometry_for(cols);
+    blocks_per_row_ = g.blocks_per_row;
+    row_bytes_ = g.row_bytes;
     codes_.assign(rows * row_bytes_, 0);
     scales_.assign(rows * blocks_per_row_, scale_storage{});
     if constexpr (scale_type::has_zero_point) zeros_.assign(rows * blocks_per_row_, 0);

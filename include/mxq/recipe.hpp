@@ -32,6 +32,7 @@
 //   are then skipped for this group and s = 1.
 #pragma once
 #include <Eigen/Core>
+#include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <functional>
@@ -209,7 +210,12 @@ struct finished_group {
   std::vector<packed_matrix<F, Layout>> packed;
   std::vector<double> gptq_loss;
   double error = std::numeric_limits<double>::quiet_NaN();  // sum_i ||Q_i Qa(X/s)^T - W_i X^T||^2
+  double hessian_seconds = 0.0, solve_seconds = 0.0;          // where the time went (whole-model runs report it)
 };
+
+inline double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
 
 // sum_i ||Q_i Qa(X / s)^T - ref_i||^2 with xs = X / s
 inline double group_error(const std::vector<row_matrix_f>& q, const row_matrix_f& xs, const activation_quant& act,
@@ -234,6 +240,7 @@ detail::calib::finished_group<F, Layout> finish_group(std::span<const matrix_vie
     hessian_options ho;
     ho.name = name;
     ho.threads = rc.gptq->options.threads;
+    auto t = std::chrono::steady_clock::now();
     hessian_accumulator h(x.cols, ho);
     if (rc.act) {
       const row_matrix_f xq = rc.act(x);
@@ -241,6 +248,8 @@ detail::calib::finished_group<F, Layout> finish_group(std::span<const matrix_vie
     } else {
       h.add(x);
     }
+    out.hessian_seconds = detail::calib::seconds_since(t);
+    t = std::chrono::steady_clock::now();
     for (const auto& m : weights) {
       gptq_result<F, Layout> g = mxq::gptq<F, Layout>(m, h.matrix(), rc.gptq->options);
       out.weights.push_back(Eigen::Map<const row_matrix_f>(g.dequantized.data(), static_cast<Eigen::Index>(g.rows),
@@ -248,7 +257,9 @@ detail::calib::finished_group<F, Layout> finish_group(std::span<const matrix_vie
       out.packed.push_back(std::move(g.packed));
       out.gptq_loss.push_back(g.loss);
     }
+    out.solve_seconds = detail::calib::seconds_since(t);
   } else {
+    const auto t = std::chrono::steady_clock::now();
     for (const auto& m : weights) {
       packed_matrix<F, Layout> p = quantize<F, Layout>(m, rc.weight_opt);
       row_matrix_f q(static_cast<Eigen::Index>(m.rows), static_cast<Eigen::Index>(m.cols));
@@ -256,6 +267,7 @@ detail::calib::finished_group<F, Layout> finish_group(std::span<const matrix_vie
       out.weights.push_back(std::move(q));
       out.packed.push_back(std::move(p));
     }
+    out.solve_seconds = detail::calib::seconds_since(t);
   }
   return out;
 }

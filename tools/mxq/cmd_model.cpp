@@ -271,7 +271,7 @@ int run_quantize_model(const mxq::cli::args_t& raw) {
     for (std::size_t li = 0; li < first_layer; ++li)  // the totals printed cover the whole model
       for (mxq::llm::linear l : mxq::llm::all_linears) {
         const auto [rows, cols] = mxq::llm::expected_linear_shape(src.config(), l);
-        ++n_linears, packed_bytes += mxq::packed_matrix<F>(rows, cols).storage_bytes();
+        ++n_linears, packed_bytes += mxq::packed_matrix<F>::storage_bytes_for(rows, cols);
       }
     const mxq::llm::layer_sink<F> sink = [&](std::size_t li, const mxq::llm::decoder_layer_weights& L,
                                              mxq::llm::quantized_model<F>& q) {

@@ -12,6 +12,7 @@
 #pragma once
 #include <cstdint>
 #include <cstring>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -32,25 +33,42 @@ constexpr st_dtype scale_dtype() {
 }
 }  // namespace detail::pio
 
+namespace detail::pio {
+// The tensors of one packed linear, in order (add_packed fills them, declare_packed only names
+// and sizes them: one description of the layout).
+template <format_type F, class Writer>
+void packed_tensors(Writer& w, const std::string& base, std::size_t rows, std::size_t cols, std::size_t row_bytes,
+                    std::size_t blocks, std::span<const std::byte> codes, std::span<const std::byte> scales,
+                    std::span<const std::byte> zeros, float tensor_scale) {
+  using S = typename F::scale;
+  w.add(base + ".weight_blocks", st_dtype::U8, {rows, row_bytes}, codes);
+  w.add(base + ".weight_scales", scale_dtype<S>(), {rows, blocks}, scales);
+  if constexpr (S::has_zero_point) w.add(base + ".weight_zeros", st_dtype::U8, {rows, blocks}, zeros);
+  if constexpr (S::has_tensor_scale)
+    w.add(base + ".weight_tensor_scale", st_dtype::F32, {1}, std::as_bytes(std::span<const float>(&tensor_scale, 1)));
+  const std::int64_t shape[2] = {static_cast<std::int64_t>(rows), static_cast<std::int64_t>(cols)};
+  w.add(base + ".weight_shape", st_dtype::I64, {2}, std::as_bytes(std::span<const std::int64_t>(shape, 2)));
+  w.set_metadata("mxq.format." + base, std::string(format_traits<F>::name));
+}
+}  // namespace detail::pio
+
 // Adds the tensors of a packed linear to `w`: a safetensors_writer, or anything with its
 // add(name, dtype, shape, bytes) and set_metadata(key, value) (the streaming checkpoint writer
 // declares and fills through the same function, so the two cannot disagree on the layout).
 template <format_type F, class Layout, class Writer = safetensors_writer>
 void add_packed(Writer& w, const std::string& base, const packed_matrix<F, Layout>& q) {
   static_assert(std::is_same_v<Layout, lsb_first_layout>, "checkpoints store the lsb_first layout");
-  using S = typename F::scale;
-  w.add(base + ".weight_blocks", st_dtype::U8, {q.rows(), q.row_bytes()}, std::as_bytes(q.code_bytes()));
-  w.add(base + ".weight_scales", detail::pio::scale_dtype<S>(), {q.rows(), q.blocks_per_row()},
-        std::as_bytes(q.scale_data()));
-  if constexpr (S::has_zero_point)
-    w.add(base + ".weight_zeros", st_dtype::U8, {q.rows(), q.blocks_per_row()}, std::as_bytes(q.zero_data()));
-  if constexpr (S::has_tensor_scale) {
-    const float t = q.tensor().scale;
-    w.add(base + ".weight_tensor_scale", st_dtype::F32, {1}, std::as_bytes(std::span<const float>(&t, 1)));
-  }
-  const std::int64_t shape[2] = {static_cast<std::int64_t>(q.rows()), static_cast<std::int64_t>(q.cols())};
-  w.add(base + ".weight_shape", st_dtype::I64, {2}, std::as_bytes(std::span<const std::int64_t>(shape, 2)));
-  w.set_metadata("mxq.format." + base, std::string(format_traits<F>::name));
+  detail::pio::packed_tensors<F>(w, base, q.rows(), q.cols(), q.row_bytes(), q.blocks_per_row(),
+                                 std::as_bytes(q.code_bytes()), std::as_bytes(q.scale_data()), std::as_bytes(q.zero_data()),
+                                 q.tensor().scale);
+}
+
+// The tensors add_packed would add for a rows x cols linear, with empty data (for a writer that
+// declares first and fills later), without making the packed matrix.
+template <format_type F, class Writer>
+void declare_packed(Writer& w, const std::string& base, std::size_t rows, std::size_t cols) {
+  const auto g = packed_matrix<F>::geometry_for(cols);
+  detail::pio::packed_tensors<F>(w, base, rows, cols, g.row_bytes, g.blocks_per_row, {}, {}, {}, 0.0f);
 }
 
 inline bool has_packed(const checkpoint& ck, const std::string& base) { return ck.contains(base + ".weight_blocks"); }

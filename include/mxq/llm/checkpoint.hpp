@@ -178,13 +178,17 @@ class quantized_checkpoint_writer {
       mxq::detail::model::declare_into d{w_, names};
       for (linear l : all_linears) {
         const auto [rows, cols] = expected_linear_shape(cfg, l);
-        add_packed(d, tensor_prefix(li, l), packed_matrix<F>(rows, cols));
+        declare_packed<F>(d, tensor_prefix(li, l), rows, cols);
         if (has_bias(cfg, l) || src.contains(tensor_prefix(li, l) + ".bias"))
           d.add(tensor_prefix(li, l) + ".bias", st_dtype::F32, {rows}, {});
       }
       const std::string p = "model.layers." + std::to_string(li);
       d.add(p + ".input_layernorm.weight", st_dtype::F32, {H}, {});
       d.add(p + ".post_attention_layernorm.weight", st_dtype::F32, {H}, {});
+      if (cfg.qk_norm) {
+        d.add(p + ".self_attn.q_norm.weight", st_dtype::F32, {cfg.head_dim}, {});
+        d.add(p + ".self_attn.k_norm.weight", st_dtype::F32, {cfg.head_dim}, {});
+      }
     }
     w_.declare("model.norm.weight", st_dtype::F32, {H});
     if (src.contains("lm_head.weight")) declare_copy("lm_head.weight");  // tied embeddings have none
@@ -219,6 +223,10 @@ class quantized_checkpoint_writer {
     const std::string p = "model.layers." + std::to_string(li);
     w_.put(p + ".input_layernorm.weight", mxq::detail::model::bytes_of(L.input_layernorm));
     w_.put(p + ".post_attention_layernorm.weight", mxq::detail::model::bytes_of(L.post_attention_layernorm));
+    if (cfg_.qk_norm) {
+      w_.put(p + ".self_attn.q_norm.weight", mxq::detail::model::bytes_of(L.q_norm));
+      w_.put(p + ".self_attn.k_norm.weight", mxq::detail::model::bytes_of(L.k_norm));
+    }
     for (linear l : all_linears)
       if (L[l].has_bias()) w_.put(tensor_prefix(li, l) + ".bias", mxq::detail::model::bytes_of(L[l].bias));
   }

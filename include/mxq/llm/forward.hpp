@@ -21,6 +21,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <Eigen/Core>
 
@@ -30,6 +31,7 @@
 #include "../numeric/half.hpp"
 #include "linear.hpp"
 #include "parallel.hpp"
+#include "rope.hpp"
 #include "weights.hpp"
 
 namespace mxq::llm {
@@ -69,9 +71,8 @@ using namespace ::mxq::llm;
 struct workspace {
   RowMajorMatrixXf normed, q, k, v, attn, gate, up;
   Eigen::Array<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> rope_cos, rope_sin;  // [seq, head_dim/2]
-  std::size_t rope_seq = 0, rope_dim = 0;
-  double rope_theta = 0;
-  bool rope_bf16 = false;
+  std::size_t rope_seq = 0;
+  std::vector<float> rope_inv_freq;  // what rope_cos/sin were made from
 };
 
 inline const decoder_layer_weights& layer_of(const model_weights& w, std::size_t layer) {
@@ -88,29 +89,50 @@ inline void check_batch(const model_config& c, const RowMajorMatrixXf& hidden, s
   if (seq == 0 || static_cast<std::size_t>(hidden.rows()) % seq != 0)
     throw error("layer_forward: " + std::to_string(hidden.rows()) + " tokens are not a whole number of windows of " +
                 std::to_string(seq));
+  check_attention_window(c, seq, "layer_forward");
 }
 
-// HF's default RoPE: inv_freq = 1 / theta^(2i/d) computed in float32 like transformers (optionally
-// rounded to bf16, see model_config::rope_inv_freq_bf16), angles in float32, cos/sin of them.
-inline void prepare_rope(workspace& ws, std::size_t seq, std::size_t dim, double theta, bool bf16) {
-  if (ws.rope_seq == seq && ws.rope_dim == dim && ws.rope_theta == theta && ws.rope_bf16 == bf16) return;
-  const std::size_t half = dim / 2;
+// cos/sin of position * inv_freq (rope.hpp: transformers' frequencies for the config's RoPE
+// type), angles in float32 like transformers.
+inline void prepare_rope(workspace& ws, std::size_t seq, const model_config& c) {
+  std::vector<float> inv_freq = rope_inv_freq(c);
+  if (ws.rope_seq == seq && ws.rope_inv_freq == inv_freq) return;
+  const std::size_t half = inv_freq.size();
   ws.rope_cos.resize(static_cast<Eigen::Index>(seq), static_cast<Eigen::Index>(half));
   ws.rope_sin.resize(static_cast<Eigen::Index>(seq), static_cast<Eigen::Index>(half));
   for (std::size_t i = 0; i < half; ++i) {
-    const float expo = static_cast<float>(2 * i) / static_cast<float>(dim);
-    float inv_freq = 1.0f / std::pow(static_cast<float>(theta), expo);
-    if (bf16) inv_freq = mxq::detail::bf16_bits_to_float(mxq::detail::float_to_bf16_bits(inv_freq));
     for (std::size_t p = 0; p < seq; ++p) {
-      const float angle = static_cast<float>(p) * inv_freq;
+      const float angle = static_cast<float>(p) * inv_freq[i];
       ws.rope_cos(static_cast<Eigen::Index>(p), static_cast<Eigen::Index>(i)) = std::cos(angle);
       ws.rope_sin(static_cast<Eigen::Index>(p), static_cast<Eigen::Index>(i)) = std::sin(angle);
     }
   }
   ws.rope_seq = seq;
-  ws.rope_dim = dim;
-  ws.rope_theta = theta;
-  ws.rope_bf16 = bf16;
+  ws.rope_inv_freq = std::move(inv_freq);
+}
+
+// Qwen3's q_norm / k_norm: RMSNorm over each head's head_dim values, rows [b, e), in place (the
+// arithmetic of rms_norm_rows).
+inline void head_rms_norm(RowMajorMatrixXf& x, std::size_t heads, std::size_t dim, const Eigen::VectorXf& weight,
+                          float eps, std::size_t b, std::size_t e) {
+  const float inv_n = 1.0f / static_cast<float>(dim);
+  for (std::size_t t = b; t < e; ++t) {
+    float* row = x.row(static_cast<Eigen::Index>(t)).data();
+    for (std::size_t h = 0; h < heads; ++h) {
+      Eigen::Map<Eigen::VectorXf> v(row + h * dim, static_cast<Eigen::Index>(dim));
+      const float scale = 1.0f / std::sqrt(v.squaredNorm() * inv_n + eps);
+      v = ((v.array() * scale) * weight.array()).matrix();
+    }
+  }
+}
+
+// The per-head norms a config needs, present and of head_dim values (`what` names the caller).
+inline void check_qk_norms(const model_config& c, const Eigen::VectorXf& q_norm, const Eigen::VectorXf& k_norm,
+                           const std::string& what) {
+  const std::size_t want = c.qk_norm ? c.head_dim : 0;
+  if (static_cast<std::size_t>(q_norm.size()) != want || static_cast<std::size_t>(k_norm.size()) != want)
+    throw error(what + ": q_norm/k_norm have " + std::to_string(q_norm.size()) + "/" + std::to_string(k_norm.size()) +
+                " values, the " + c.model_type + " config needs " + std::to_string(want));
 }
 
 // Rotates (x1, x2) halves of every head of rows [b, e): x1' = x1 c - x2 s, x2' = x2 c + x1 s.
@@ -203,8 +225,9 @@ inline void attention_windows(const workspace& ws, RowMajorMatrixXf& out, const 
 // ws.attn = causal multi-head attention over windows of `seq` of the q/k/v projections of x
 // (RoPE applied, q pre-scaled); the o_proj input. x is not modified.
 inline void attention_heads(const model_config& c, const linear_weights& qp, const linear_weights& kp,
-                            const linear_weights& vp, const RowMajorMatrixXf& x, std::size_t seq, unsigned threads,
-                            workspace& ws, const forward_hooks* hooks = nullptr, std::size_t layer = 0) {
+                            const linear_weights& vp, const Eigen::VectorXf& q_norm, const Eigen::VectorXf& k_norm,
+                            const RowMajorMatrixXf& x, std::size_t seq, unsigned threads, workspace& ws,
+                            const forward_hooks* hooks = nullptr, std::size_t layer = 0) {
   const std::size_t T = static_cast<std::size_t>(x.rows());
   const Eigen::Index Ti = x.rows();
   const float q_scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
@@ -212,11 +235,16 @@ inline void attention_heads(const model_config& c, const linear_weights& qp, con
   ws.k.resize(Ti, static_cast<Eigen::Index>(c.kv_dim()));
   ws.v.resize(Ti, static_cast<Eigen::Index>(c.kv_dim()));
   ws.attn.resize(Ti, static_cast<Eigen::Index>(c.q_dim()));
-  prepare_rope(ws, seq, c.head_dim, c.rope_theta, c.rope_inv_freq_bf16);
+  prepare_rope(ws, seq, c);
+  const float eps = static_cast<float>(c.rms_norm_eps);
   token_chunks(T, threads, [&](std::size_t b, std::size_t e) {
     linear_rows_hooked(hooks, layer, linear::q_proj, x, qp, ws.q, b, e, false);
     linear_rows_hooked(hooks, layer, linear::k_proj, x, kp, ws.k, b, e, false);
     linear_rows_hooked(hooks, layer, linear::v_proj, x, vp, ws.v, b, e, false);
+    if (c.qk_norm) {
+      head_rms_norm(ws.q, c.num_attention_heads, c.head_dim, q_norm, eps, b, e);
+      head_rms_norm(ws.k, c.num_key_value_heads, c.head_dim, k_norm, eps, b, e);
+    }
     apply_rope(ws.q, c.num_attention_heads, c.head_dim, seq, b, e, ws);
     apply_rope(ws.k, c.num_key_value_heads, c.head_dim, seq, b, e, ws);
     ws.q.middleRows(static_cast<Eigen::Index>(b), static_cast<Eigen::Index>(e - b)) *= q_scale;
@@ -268,6 +296,7 @@ class layer_walker {
       : c_(c), L_(L), li_(layer), hidden_(hidden), seq_(seq), hooks_(hooks), threads_(resolve_threads(threads)),
         ws_(ws ? *ws : own_.emplace()) {
     detail::model::check_batch(c, hidden, seq);
+    detail::model::check_qk_norms(c, L.q_norm, L.k_norm, "layer_forward: layer " + std::to_string(layer));
     pin_eigen_blocking();
   }
   layer_walker(const layer_walker&) = delete;
@@ -298,7 +327,7 @@ class layer_walker {
         x = &ws_.normed;
         break;
       case linear_group::o:
-        dm::attention_heads(c_, L.q_proj, L.k_proj, L.v_proj, ws_.normed, seq_, threads_, ws_, h, li_);
+        dm::attention_heads(c_, L.q_proj, L.k_proj, L.v_proj, L.q_norm, L.k_norm, ws_.normed, seq_, threads_, ws_, h, li_);
         x = &ws_.attn;
         break;
       case linear_group::gate_up:
@@ -365,19 +394,24 @@ inline void layer_forward(const model_weights& w, std::size_t layer, RowMajorMat
 // The attention block's output o_proj(attention(q, k, v of x)) for x = the layer's normed input
 // (tokens = whole windows of seq_len), without the residual: what AWQ's qkv scale search compares
 // (llm-awq inspects self_attn). The linears are the caller's, so candidates can be tried.
+// Qwen3 (model_config::qk_norm) needs the layer's q_norm and k_norm.
 inline RowMajorMatrixXf attention_block_output(const model_config& c, const linear_weights& q, const linear_weights& k,
                                                const linear_weights& v, const linear_weights& o,
-                                               const RowMajorMatrixXf& x, std::size_t seq_len, unsigned threads = 1) {
+                                               const RowMajorMatrixXf& x, std::size_t seq_len, unsigned threads = 1,
+                                               const Eigen::VectorXf& q_norm = Eigen::VectorXf(),
+                                               const Eigen::VectorXf& k_norm = Eigen::VectorXf()) {
   if (seq_len == 0 || static_cast<std::size_t>(x.rows()) % seq_len != 0)
     throw error("attention_block_output: " + std::to_string(x.rows()) + " tokens are not a whole number of windows of " +
                 std::to_string(seq_len));
   if (static_cast<std::size_t>(x.cols()) != q.in_features() || q.out_features() != c.q_dim() ||
       k.out_features() != c.kv_dim() || v.out_features() != c.kv_dim() || o.in_features() != c.q_dim())
     throw error("attention_block_output: input/projection shapes do not match the model config");
+  check_attention_window(c, seq_len, "attention_block_output");
+  detail::model::check_qk_norms(c, q_norm, k_norm, "attention_block_output");
   pin_eigen_blocking();
   detail::model::workspace ws;
   const unsigned t = resolve_threads(threads);
-  detail::model::attention_heads(c, q, k, v, x, seq_len, t, ws);
+  detail::model::attention_heads(c, q, k, v, q_norm, k_norm, x, seq_len, t, ws);
   RowMajorMatrixXf out(x.rows(), o.weight.rows());
   detail::model::token_chunks(static_cast<std::size_t>(x.rows()), t, [&](std::size_t b, std::size_t e) {
     detail::model::linear_rows(ws.attn, o, out, b, e, false);

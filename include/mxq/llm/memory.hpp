@@ -36,7 +36,7 @@ memory_estimate estimate_memory(const model_config& c, std::size_t stored_bits, 
   for (linear l : all_linears) {
     const auto [out, in] = expected_linear_shape(c, l);
     layer_elems += out * in;
-    packed += packed_matrix<F>(out, in).storage_bytes();
+    packed += packed_matrix<F>::storage_bytes_for(out, in);
     max_in = std::max(max_in, in);
     max_linear = std::max(max_linear, out * in);
   }

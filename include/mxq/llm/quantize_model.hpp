@@ -20,6 +20,7 @@
 // Memory stays bounded by one layer's activations on the calibration set. The result is
 // bit-identical for any `threads` (see forward.hpp and detail/eigen_blocking.hpp).
 #pragma once
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -153,7 +154,8 @@ inline std::function<row_matrix_f(std::span<const matrix_view<const float>>, std
       scale_columns(mview(xq), s);
       in = &xq;
     }
-    if (g == linear_group::qkv) return attention_block_output(config, c[0], c[1], c[2], L.o_proj, *in, seq, threads);
+    if (g == linear_group::qkv)
+      return attention_block_output(config, c[0], c[1], c[2], L.o_proj, *in, seq, threads, L.q_norm, L.k_norm);
     return mlp_block_output(c[0], c[1], L.down_proj, *in, threads);
   };
 }
@@ -270,6 +272,8 @@ struct run_state {
   RowMajorMatrixXf scratch;
   std::size_t n_layers = 0, first_layer = 0;  // first_layer: where this run started (a resume)
   clock::time_point t0 = clock::now();
+  mutable std::size_t closed_layers_ = 0;  // log(): layers finished (their closing line), and when
+  mutable double closed_at_ = 0.0;
 
   run_state(recipe r, const model_options& o, std::size_t calib_tokens, std::size_t layers) : rc(std::move(r)), opt(o), n_layers(layers) {
     pin_eigen_blocking();
@@ -289,11 +293,18 @@ struct run_state {
     finish_rc.act = {};
   }
 
-  void log(std::size_t layer, const std::string& what) const {
+  // `finished`: the line closes the layer (its ETA counts it done).
+  // The ETA extrapolates the layers finished so far (the time spent in the current one counts
+  // against it), or, where no line closes layers (plain RTN), the layers started.
+  void log(std::size_t layer, const std::string& what, bool finished = false) const {
     if (!opt.progress) return;
     const double el = std::chrono::duration<double>(clock::now() - t0).count();
-    const double eta = layer <= first_layer ? 0.0
-                                            : el / static_cast<double>(layer - first_layer) * static_cast<double>(n_layers - layer);
+    if (finished) closed_layers_ = layer + 1, closed_at_ = el;
+    const std::size_t done = closed_layers_ ? closed_layers_ : layer;
+    const double at = closed_layers_ ? closed_at_ : el;
+    const double eta = done <= first_layer ? 0.0
+                                           : std::max(0.0, at / static_cast<double>(done - first_layer) *
+                                                               static_cast<double>(n_layers - done) - (el - at));
     char buf[256];
     std::snprintf(buf, sizeof buf, "layer %zu/%zu %-28s elapsed %6.1fs  eta %6.1fs", layer + 1, n_layers, what.c_str(), el,
                   eta);
@@ -305,10 +316,14 @@ struct run_state {
   void quantize_layer(const model_config& cfg, decoder_layer_weights& L, std::size_t li, RowMajorMatrixXf& hidden,
                       quantized_model<F>& out) {
     auto logf = [this](std::size_t layer, const std::string& what) { log(layer, what); };
+    using detail::calib::seconds_since;
+    double t_scale = 0.0, t_forward = 0.0, t_hessian = 0.0, t_solve = 0.0;  // the layer's time, split
+    auto t = clock::now();
     // 1.-2. Scaling and clipping on the fp32 layer.
     if (scales) {
       auto rep = scale_layer<F>(cfg, L, li, hidden, rc, opt, threads, ws, scratch, logf);
       out.groups.insert(out.groups.end(), std::make_move_iterator(rep.begin()), std::make_move_iterator(rep.end()));
+      t_scale = seconds_since(t);
     }
     // 3. True-sequential finishing: each group's input from the sublayers already quantized in
     //    front of it; 4. the walk ends with hidden = the quantized layer's output.
@@ -318,8 +333,12 @@ struct run_state {
     if (calibrate) lw.emplace(cfg, L, li, hidden, opt.seq, hooks, threads, &ws);
     for (linear_group g : all_groups) {
       log(li, std::string(rc.gptq ? "gptq " : "rtn ") + std::string(name(g)));
+      t = clock::now();
       const matrix_view<const float> x = lw ? cview(lw->input(g)) : matrix_view<const float>{};
+      t_forward += seconds_since(t);
       auto done = finish_group<F>(group_views(L, g), x, finish_rc, "layer " + std::to_string(li) + " " + std::string(name(g)));
+      t_hessian += done.hessian_seconds;
+      t_solve += done.solve_seconds;
       std::size_t i = 0;
       for (linear l : members(g)) {
         L[l].weight = std::move(done.weights[i]);
@@ -329,8 +348,14 @@ struct run_state {
     }
     if (lw) {
       log(li, "forward");
+      t = clock::now();
       lw->finish();
+      t_forward += seconds_since(t);
     }
+    char split[160];
+    std::snprintf(split, sizeof split, "done: scale %.1fs forward %.1fs hessian %.1fs %s %.1fs", t_scale, t_forward,
+                  t_hessian, rc.gptq ? "solve" : "rtn", t_solve);
+    log(li, split, true);
   }
 };
 
@@ -393,6 +418,9 @@ class read_ahead {
         std::unique_lock lk(m_);
         cv_.wait(lk, st, [&] { return i <= current_ + depth_; });
         if (st.stop_requested()) return;
+        // Computing has caught up with reading: that layer is being (or was) read by its own
+        // faults, and mapping a layer already released would only keep its pages resident.
+        if (i <= current_) continue;
       }
       read_(i);  // a hint: errors surface when the layer itself is read
     }

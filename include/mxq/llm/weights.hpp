@@ -33,6 +33,7 @@ struct linear_weights {
 struct decoder_layer_weights {
   Eigen::VectorXf input_layernorm;           // [hidden]
   Eigen::VectorXf post_attention_layernorm;  // [hidden]
+  Eigen::VectorXf q_norm, k_norm;            // [head_dim], per head before RoPE (model_config::qk_norm); else empty
   linear_weights q_proj, k_proj, v_proj, o_proj;
   linear_weights gate_proj, up_proj, down_proj;
 
@@ -75,7 +76,7 @@ inline std::pair<std::size_t, std::size_t> expected_linear_shape(const model_con
 // Llama's attention_bias biases o_proj as well, mlp_bias the MLP.
 inline bool has_bias(const model_config& c, linear l) {
   if (info(l).block == sublayer::mlp) return c.mlp_bias;
-  if (l == linear::o_proj) return c.attention_bias && c.model_type == "llama";
+  if (l == linear::o_proj) return c.o_proj_bias;
   return c.attention_bias;
 }
 
@@ -147,6 +148,10 @@ decoder_layer_weights load_layer(const checkpoint& ck, const model_config& cfg, 
   const std::string p = "model.layers." + std::to_string(i);
   L.input_layernorm = load_vector(ck, p + ".input_layernorm.weight", H);
   L.post_attention_layernorm = load_vector(ck, p + ".post_attention_layernorm.weight", H);
+  if (cfg.qk_norm) {
+    L.q_norm = load_vector(ck, p + ".self_attn.q_norm.weight", cfg.head_dim);
+    L.k_norm = load_vector(ck, p + ".self_attn.k_norm.weight", cfg.head_dim);
+  }
   for (linear l : all_linears) {
     const auto [out, in] = expected_linear_shape(cfg, l);
     const std::string prefix = tensor_prefix(i, l);
