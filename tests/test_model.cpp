@@ -81,38 +81,19 @@ void write_tiny(const fs::path& dir, const std::string& skip = {}, const std::st
                 const std::string& poison = {}) {
   fs::create_directories(dir);
   write_text(dir / "config.json", tiny_config_json);
-  tiny_spec s;
-  std::mt19937 rng(7);
-  std::normal_distribution<float> nd(0.0f, 0.4f);
+  const tiny_spec t;
+  mxq::test::synthetic_spec s;  // the same model as tiny_config_json
+  s.model_type = "qwen2", s.H = t.H, s.I = t.I, s.L = t.L, s.heads = t.heads, s.kv = t.kv, s.hd = t.hd, s.V = t.V;
+  s.tied = s.qkv_bias = true;
   mxq::safetensors_writer w;
   w.set_metadata("format", "pt");
-  auto add = [&](const std::string& name, std::vector<std::size_t> shape, float center = 0.0f) {
-    if (name == skip) return;
-    std::size_t n = 1;
-    for (auto d : shape) n *= d;
-    std::vector<float> v(n);
-    for (auto& x : v) x = center + nd(rng);
-    if (name == poison) v[n / 2] = std::nanf("");
-    if (name == reshape) shape = {n};
+  for (auto& [name, tensor] : mxq::test::synthetic_tensors(s)) {
+    auto& [shape, v] = tensor;
+    if (name == skip) continue;
+    if (name == poison) v[v.size() / 2] = std::nanf("");
+    if (name == reshape) shape = {v.size()};
     w.add_bf16(name, shape, v);
-  };
-  add("model.embed_tokens.weight", {s.V, s.H});
-  for (std::size_t l = 0; l < s.L; ++l) {
-    const std::string p = "model.layers." + std::to_string(l);
-    add(p + ".input_layernorm.weight", {s.H}, 1.0f);
-    add(p + ".post_attention_layernorm.weight", {s.H}, 1.0f);
-    add(p + ".self_attn.q_proj.weight", {s.heads * s.hd, s.H});
-    add(p + ".self_attn.q_proj.bias", {s.heads * s.hd});
-    add(p + ".self_attn.k_proj.weight", {s.kv * s.hd, s.H});
-    add(p + ".self_attn.k_proj.bias", {s.kv * s.hd});
-    add(p + ".self_attn.v_proj.weight", {s.kv * s.hd, s.H});
-    add(p + ".self_attn.v_proj.bias", {s.kv * s.hd});
-    add(p + ".self_attn.o_proj.weight", {s.H, s.heads * s.hd});
-    add(p + ".mlp.gate_proj.weight", {s.I, s.H});
-    add(p + ".mlp.up_proj.weight", {s.I, s.H});
-    add(p + ".mlp.down_proj.weight", {s.H, s.I});
   }
-  add("model.norm.weight", {s.H}, 1.0f);
   w.write(dir / "model.safetensors");
 }
 

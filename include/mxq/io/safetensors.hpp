@@ -25,6 +25,7 @@
 #include "error.hpp"
 #include "file.hpp"
 #include "float_bits.hpp"
+#include "staged_file.hpp"
 #include "tensor.hpp"
 
 namespace mxq {
@@ -534,18 +535,8 @@ class safetensors_stream_writer {
   safetensors_stream_writer() = default;
   safetensors_stream_writer(const safetensors_stream_writer&) = delete;
   safetensors_stream_writer& operator=(const safetensors_stream_writer&) = delete;
-  safetensors_stream_writer(safetensors_stream_writer&& o) noexcept { *this = std::move(o); }
-  safetensors_stream_writer& operator=(safetensors_stream_writer&& o) noexcept {
-    if (this != &o) {
-      abandon();
-      metadata_ = std::move(o.metadata_), tensors_ = std::move(o.tensors_), index_ = std::move(o.index_);
-      filled_ = std::move(o.filled_), path_ = std::move(o.path_), tmp_ = std::move(o.tmp_);
-      header_bytes_ = o.header_bytes_, fd_ = std::exchange(o.fd_, -1), keep_ = o.keep_, reused_ = o.reused_;
-      o.tmp_.clear(), o.path_.clear();
-    }
-    return *this;
-  }
-  ~safetensors_stream_writer() { abandon(); }
+  safetensors_stream_writer(safetensors_stream_writer&&) noexcept = default;
+  safetensors_stream_writer& operator=(safetensors_stream_writer&&) noexcept = default;
 
   void set_metadata(std::string key, std::string value) {
     check_not_open("set_metadata");
@@ -574,42 +565,27 @@ class safetensors_stream_writer {
     const std::string header = detail::st::plan_layout(order, metadata_);
     for (const auto& t : order) tensors_[index_.at(t.name)].offset = t.offset;
     filled_.assign(tensors_.size(), false);
-    path_ = path;
-    tmp_ = path;
-    keep_ = r == resumable::yes;
-    tmp_ += keep_ ? std::string(".partial") : ".tmp." + std::to_string(::getpid());
     header_bytes_ = header.size();
     const std::size_t total = header_bytes_ + data_bytes();
-    if (keep_ && same_layout(tmp_, header, total)) {
-      fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CLOEXEC);
-      if (fd_ >= 0) {
-        reused_ = true;
-        return;
-      }
-    }
-    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd_ < 0) detail::io::fail(path_, "cannot create temporary file " + tmp_.string() + ": " + std::strerror(errno));
-    pwrite_all(header.data(), header.size(), 0);
-    if (::ftruncate(fd_, static_cast<off_t>(total)) != 0)
-      detail::io::fail(path_, std::string("cannot size the file (disk full?): ") + std::strerror(errno));
+    opened_ = true;
+    file_.create(path, total, r == resumable::yes,
+                 [&](const std::filesystem::path& f) { return same_layout(f, header, total); });
+    if (!file_.reused()) file_.write_at(header.data(), header.size(), 0);
   }
   // Everything put so far on disk (before a journal says it is there).
-  void flush() {
-    if (fd_ >= 0 && ::fdatasync(fd_) != 0)
-      detail::io::fail(path_, std::string("fdatasync failed (disk full?): ") + std::strerror(errno));
-  }
+  void flush() { file_.flush(); }
   // Whether open() found the partial file of an earlier run with this layout.
-  bool reused() const noexcept { return reused_; }
+  bool reused() const noexcept { return file_.reused(); }
   // A tensor an earlier run already wrote into the reused partial file.
   void mark_written(std::string_view name) {
-    if (!reused_) throw error("safetensors_stream_writer: mark_written('" + std::string(name) + "') without a reused partial file");
+    if (!file_.reused()) throw error("safetensors_stream_writer: mark_written('" + std::string(name) + "') without a reused partial file");
     const auto it = index_.find(name);
     if (it == index_.end()) throw error("safetensors_stream_writer: tensor '" + std::string(name) + "' was not declared");
     filled_[it->second] = true;
   }
 
   void put(std::string_view name, std::span<const std::byte> data) {
-    if (fd_ < 0) throw error("safetensors_stream_writer: put('" + std::string(name) + "') before open()");
+    if (!file_.is_open()) throw error("safetensors_stream_writer: put('" + std::string(name) + "') before open()");
     const auto it = index_.find(name);
     if (it == index_.end()) throw error("safetensors_stream_writer: tensor '" + std::string(name) + "' was not declared");
     const auto& t = tensors_[it->second];
@@ -617,43 +593,21 @@ class safetensors_stream_writer {
       throw error("safetensors_stream_writer: tensor '" + t.name + "' needs " + std::to_string(t.nbytes) + " bytes, got " +
                   std::to_string(data.size()));
     if (filled_[it->second]) throw error("safetensors_stream_writer: tensor '" + t.name + "' written twice");
-    pwrite_all(reinterpret_cast<const char*>(data.data()), data.size(), header_bytes_ + t.offset);
+    file_.write_at(data.data(), data.size(), header_bytes_ + t.offset);
     filled_[it->second] = true;
-#if defined(__linux__)
-    // Start the write-back now (asynchronously): the disk works while the next layer is computed
-    // and commit()'s fsync finds little left to do.
-    ::sync_file_range(fd_, static_cast<off_t>(header_bytes_ + t.offset), static_cast<off_t>(data.size()),
-                      SYNC_FILE_RANGE_WRITE);
-#endif
   }
 
   // Every tensor filled: flush to disk and rename into place.
   void commit() {
-    if (fd_ < 0) throw error("safetensors_stream_writer: commit() before open()");
+    if (!file_.is_open()) throw error("safetensors_stream_writer: commit() before open()");
     for (std::size_t i = 0; i < tensors_.size(); ++i)
-      if (!filled_[i]) detail::io::fail(path_, "tensor '" + tensors_[i].name + "' was declared but never written");
-    if (::fsync(fd_) != 0) detail::io::fail(path_, std::string("fsync failed (disk full?): ") + std::strerror(errno));
-    ::close(std::exchange(fd_, -1));
-    std::error_code ec;
-    std::filesystem::rename(tmp_, path_, ec);
-    if (ec) {
-      std::filesystem::remove(tmp_, ec);
-      detail::io::fail(path_, "cannot rename temporary file into place: " + ec.message());
-    }
-    tmp_.clear();
+      if (!filled_[i]) detail::io::fail(file_.path(), "tensor '" + tensors_[i].name + "' was declared but never written");
+    file_.commit();
   }
 
  private:
   void check_not_open(const char* what) const {
-    if (fd_ >= 0 || !path_.empty()) throw error(std::string("safetensors_stream_writer: ") + what + " after open()");
-  }
-  void pwrite_all(const char* p, std::size_t n, std::size_t off) {
-    while (n > 0) {
-      const ssize_t k = ::pwrite(fd_, p, n, static_cast<off_t>(off));
-      if (k < 0 && errno == EINTR) continue;
-      if (k <= 0) detail::io::fail(path_, std::string("write failed (disk full?): ") + std::strerror(errno));
-      p += k, n -= static_cast<std::size_t>(k), off += static_cast<std::size_t>(k);
-    }
+    if (opened_) throw error(std::string("safetensors_stream_writer: ") + what + " after open()");
   }
   static bool same_layout(const std::filesystem::path& f, const std::string& header, std::size_t total) {
     std::error_code ec;
@@ -662,27 +616,14 @@ class safetensors_stream_writer {
     std::string got(header.size(), '\0');
     return static_cast<bool>(in.read(got.data(), static_cast<std::streamsize>(got.size()))) && got == header;
   }
-  void abandon() noexcept {
-    if (fd_ >= 0) ::close(std::exchange(fd_, -1));
-    if (keep_) {  // a resumable run's progress stays for the next start
-      tmp_.clear();
-      return;
-    }
-    if (!tmp_.empty()) {
-      std::error_code ec;
-      std::filesystem::remove(tmp_, ec);
-      tmp_.clear();
-    }
-  }
 
   std::map<std::string, std::string> metadata_;
   std::vector<detail::st::planned_tensor> tensors_;  // declaration order
   std::map<std::string, std::size_t, std::less<>> index_;
   std::vector<bool> filled_;
-  std::filesystem::path path_, tmp_;
   std::size_t header_bytes_ = 0;
-  int fd_ = -1;
-  bool keep_ = false, reused_ = false;
+  bool opened_ = false;
+  detail::io::staged_file file_;  // last: abandoned (removed, or kept when resumable) first
 };
 
 }  // namespace mxq
