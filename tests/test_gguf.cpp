@@ -244,6 +244,8 @@ TEST_CASE("gguf: llama.cpp's metadata, with the types its loader checks", "[gguf
   };
   CHECK(f.kv.at("general.architecture").s == "llama");
   CHECK(f.kv.at("general.name").s == "tiny");
+  export_gguf((tmp / "m").string() + "/", tmp / "slash.gguf");  // named after the directory, trailing slash or not
+  CHECK(gg::read(tmp / "slash.gguf").kv.at("general.name").s == "m");
   CHECK(u32("llama.context_length") == 512);
   CHECK(u32("llama.embedding_length") == 64);
   CHECK(u32("llama.block_count") == 2);

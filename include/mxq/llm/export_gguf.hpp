@@ -335,7 +335,10 @@ gguf_export_report export_gguf(const std::filesystem::path& model_dir, const std
   // ---- metadata: every key with the exact type llama.cpp's loader reads it as
   auto u32 = [](std::size_t v) { return static_cast<std::uint32_t>(v); };
   w.set("general.architecture", A);
-  w.set("general.name", opt.name.empty() ? std::filesystem::absolute(model_dir).filename().string() : opt.name);
+  // The directory's name, also when the path ends in a separator ("dir/" has an empty filename()).
+  const std::filesystem::path abs = std::filesystem::absolute(model_dir).lexically_normal();
+  const std::string dir_name = (abs.has_filename() ? abs : abs.parent_path()).filename().string();
+  w.set("general.name", opt.name.empty() ? dir_name : opt.name);
   // Mistral's sliding window is not run by llama.cpp's llama graph: the context it was trained to
   // say is the span within which full attention is the same computation.
   std::size_t ctx = cfg.max_position_embeddings ? cfg.max_position_embeddings : 2048;
