@@ -24,6 +24,7 @@ struct value {
   double f = 0;
   std::string s;
   std::vector<std::string> strings;
+  std::vector<std::int64_t> ints;  // int32 array elements
   std::size_t count = 0;  // array length
 };
 
@@ -101,7 +102,7 @@ inline file read(const std::filesystem::path& p) {
       case 2: v.u = pod(static_cast<std::uint16_t*>(nullptr)); break;
       case 3: v.i = pod(static_cast<std::int16_t*>(nullptr)); break;
       case 4: v.u = u32(); break;
-      case 5: v.i = i32(); break;
+      case 5: v.i = i32(); v.ints.push_back(v.i); break;
       case 6: v.f = pod(static_cast<float*>(nullptr)); break;
       case 7: v.u = pod(static_cast<std::uint8_t*>(nullptr)); break;
       case 8: v.strings.push_back(str()); v.s = v.strings.back(); break;

@@ -8,8 +8,11 @@
 #include <bit>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include <mxq/io/gguf.hpp>
 #include <mxq/llm/checkpoint.hpp>
@@ -286,6 +289,74 @@ TEST_CASE("gguf: llama.cpp's metadata, with the types its loader checks", "[gguf
         // half a step of d, plus 127 times d's rounding to fp16 (ggml quantizes with the unrounded d)
         CHECK(std::abs(e[r * 64 + b0 + j] - w.embed_tokens(r, b0 + j)) <= amax / 127.0f * (0.5f + 127.0f / 2048.0f) + 1e-7f);
     }
+}
+
+TEST_CASE("gguf: tokenizer.json becomes llama.cpp's BPE vocabulary, or none when llama.cpp would split differently", "[gguf]") {
+  const mxq::test::temp_dir tmp("gguf-vocab");
+  write_synthetic(tmp / "m", spec("llama"));
+  {  // bos/eos as a Hugging Face config names them
+    std::ifstream in(tmp / "m" / "config.json");
+    nlohmann::json c = nlohmann::json::parse(in);
+    c["bos_token_id"] = 95, c["eos_token_id"] = 95, c["pad_token_id"] = nullptr;
+    std::ofstream(tmp / "m" / "config.json") << c.dump();
+  }
+  nlohmann::json vocab = nlohmann::json::object();
+  for (int i = 0; i < 90; ++i) vocab["t" + std::to_string(i)] = i;
+  nlohmann::json tj = {
+      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array({nlohmann::json::array({"t1", "t2"}), "t3 t4"})}}},
+      {"normalizer", nullptr},
+      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
+      {"post_processor", {{"type", "ByteLevel"}}},
+      {"added_tokens",
+       {{{"id", 95}, {"content", "<|end|>"}, {"special", true}}, {{"id", 94}, {"content", "<x>"}, {"special", false}}}}};
+  std::ofstream(tmp / "m" / "tokenizer.json") << tj.dump();
+  const gguf_export_report r = export_gguf(tmp / "m", tmp / "v.gguf");
+  CHECK(r.tokenizer == "gpt2 (gpt-2), 2 merges");
+  const gg::file f = gg::read(tmp / "v.gguf");
+  CHECK(f.kv.at("tokenizer.ggml.model").s == "gpt2");
+  CHECK(f.kv.at("tokenizer.ggml.pre").s == "gpt-2");
+  const auto& toks = f.kv.at("tokenizer.ggml.tokens");
+  REQUIRE(toks.elem == 8);
+  REQUIRE(toks.strings.size() == 96);  // one per row of token_embd
+  CHECK(toks.strings[0] == "t0");
+  CHECK(toks.strings[89] == "t89");
+  CHECK(toks.strings[92] == "[PAD92]");
+  CHECK(toks.strings[94] == "<x>");
+  CHECK(toks.strings[95] == "<|end|>");
+  const auto& types = f.kv.at("tokenizer.ggml.token_type");
+  REQUIRE(types.elem == 5);
+  REQUIRE(types.ints.size() == 96);
+  CHECK(types.ints[0] == 1);   // NORMAL
+  CHECK(types.ints[92] == 5);  // UNUSED
+  CHECK(types.ints[94] == 4);  // USER_DEFINED
+  CHECK(types.ints[95] == 3);  // CONTROL
+  CHECK(f.kv.at("tokenizer.ggml.merges").strings == std::vector<std::string>{"t1 t2", "t3 t4"});
+  CHECK(f.kv.at("tokenizer.ggml.bos_token_id").type == 4);
+  CHECK(f.kv.at("tokenizer.ggml.bos_token_id").u == 95);
+  CHECK(f.kv.at("tokenizer.ggml.eos_token_id").u == 95);
+  CHECK(!f.kv.count("tokenizer.ggml.padding_token_id"));
+  CHECK(f.kv.at("tokenizer.ggml.add_bos_token").type == 7);
+  CHECK(f.kv.at("tokenizer.ggml.add_bos_token").u == 0);
+  // Llama 3's Split regex is llama.cpp's "llama-bpe".
+  tj["pre_tokenizer"] = {{"type", "Sequence"},
+                         {"pretokenizers",
+                          {{{"type", "Split"},
+                            {"pattern", {{"Regex", R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)"}}},
+                            {"behavior", "Isolated"}},
+                           {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
+  std::ofstream(tmp / "m" / "tokenizer.json") << tj.dump();
+  CHECK(export_gguf(tmp / "m", tmp / "l3.gguf").tokenizer == "gpt2 (llama-bpe), 2 merges");
+  // A pre-tokenizer llama.cpp would run differently (SentencePiece's Metaspace): no vocabulary.
+  tj["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "_"}};
+  std::ofstream(tmp / "m" / "tokenizer.json") << tj.dump();
+  CHECK_THAT(export_gguf(tmp / "m", tmp / "n.gguf").tokenizer, Contains("none (tokenizer.json's pre-tokenizer"));
+  CHECK(gg::read(tmp / "n.gguf").kv.at("tokenizer.ggml.model").s == "none");
+  // A tokenizer of another model: named, before the file exists.
+  tj["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}};
+  tj["model"]["vocab"]["big"] = 500;
+  std::ofstream(tmp / "m" / "tokenizer.json") << tj.dump();
+  CHECK_THROWS_WITH(export_gguf(tmp / "m", tmp / "bad.gguf"), Contains("tokenizer.json") && Contains("id 500, beyond the model's vocab_size 96"));
+  CHECK(!fs::exists(tmp / "bad.gguf"));
 }
 
 TEST_CASE("gguf: what has no exact GGUF form is refused by name before a file exists", "[gguf]") {

@@ -63,6 +63,27 @@ TEST_CASE("llama.cpp: the bundled model exported as F32 runs at mxq's perplexity
   CHECK(std::abs(a / b - 1) <= 0.0005);
 }
 
+TEST_CASE("llama.cpp: the vocabulary from tokenizer.json tokenizes the test text as it was tokenized", "[llama.cpp]") {
+  const mxq::test::temp_dir tmp("llama-vocab");
+  // The bundled model ships its tokenizer.json: the export carries it as the GGUF vocabulary.
+  const auto e = cli("export --model " + model + " --to gguf --gguf-float f32 --out " + (tmp / "v.gguf").string());
+  require_ok(e);
+  CHECK(e.out.find("tokenizer: gpt2 (gpt-2), 3839 merges") != std::string::npos);
+  // llama.cpp turns 100k test ids into text and back: the same ids (but for a cut at the end).
+  const auto r = run_program(MXQ_LLAMA_PPL_PATH, "--retokenize " + (tmp / "v.gguf").string() + " " + tokens + " 100000",
+                             MXQ_REPO_DIR);
+  INFO(r.out << r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("n_vocab: 4096") != std::string::npos);
+  const auto at = r.out.find("same: ");
+  REQUIRE(at != std::string::npos);
+  CHECK(std::stoi(r.out.substr(at + 6)) >= 100000 - 8);
+  // The vocabulary does not change the numbers: the token-id perplexity is the F32 export's.
+  const double a = llama_ppl(tmp / "v.gguf", tokens, 16);
+  const double b = ppl_of(cli("eval-ppl --model " + model + " --tokens " + tokens + " --windows 16"));
+  CHECK(std::abs(a / b - 1) <= 0.0005);
+}
+
 TEST_CASE("llama.cpp: GPTQ MXFP4 and MXINT4 exports run at mxq's packed-int8 perplexity", "[llama.cpp]") {
   const mxq::test::temp_dir tmp("llama-gptq");
   for (const char* f : {"mxfp4", "mxint4"}) {

@@ -264,12 +264,15 @@ TEST_CASE("pipeline: the streamed quantize_model writes the in-memory checkpoint
     write_quantized_checkpoint(dir / "memory", model_dir, w, q, {{"mxq.method", rc.name()}});
 
     const model_reader src(model_dir);
-    quantized_checkpoint_writer<nvfp4> out(dir / "stream", model_dir, src.config(), src.source(), {{"mxq.method", rc.name()}});
+    quantized_checkpoint_writer<nvfp4> out(dir / "stream", model_dir, src.config(), src.source(), {{"mxq.method", rc.name()}},
+                                           default_max_shard_bytes, resumable::no, rc.calibrates());
+    CHECK(q.input_amax.size() == (rc.calibrates() ? q.linears.size() : 0u));  // recorded for calibrated runs
     std::size_t layers = 0, linears = 0;
     std::vector<group_report> groups;
     const layer_sink<nvfp4> sink = [&](std::size_t li, const decoder_layer_weights& L, quantized_model<nvfp4>& ql) {
       CHECK(li == layers++);
       for (const auto& [name, p] : ql.linears) out.put_linear(name, p), ++linears;
+      for (const auto& [name, a] : ql.input_amax) out.put_input_amax(name, a);
       groups.insert(groups.end(), ql.groups.begin(), ql.groups.end());
       out.put_layer(li, L);
       for (linear l : all_linears) {  // plain RTN quantizes in the map: no fp32 weights made

@@ -50,6 +50,25 @@ tensor_params compute_tensor_params(matrix_view<const float> x) {
   }
 }
 
+// One second-level scale for several matrices (the largest finite |value| of them all): what
+// linears that an engine fuses into one GEMM (q/k/v, gate/up) must share.
+template <format_type F>
+tensor_params shared_tensor_params(std::span<const matrix_view<const float>> xs) {
+  if constexpr (!F::scale::has_tensor_scale) {
+    (void)xs;
+    return {};
+  } else {
+    float amax = 0.0f;
+    for (const auto& x : xs)
+      for (std::size_t r = 0; r < x.rows; ++r)
+        for (std::size_t c = 0; c < x.cols; ++c) {
+          const float a = std::fabs(x(r, c));
+          if (std::isfinite(a) && a > amax) amax = a;
+        }
+    return F::scale::template tensor_scale<typename F::element>(amax);
+  }
+}
+
 // Scale (and zero point) of one block.
 template <format_type F>
 block_params choose_block_params(std::span<const float> block, std::span<const float> weights = {},
@@ -102,8 +121,9 @@ void check_same_shape(matrix_view<const float> in, matrix_view<T> out, const cha
 namespace reference {
 
 template <format_type F, class Layout = lsb_first_layout>
-packed_matrix<F, Layout> quantize(matrix_view<const float> x, const quant_options& opt = {}) {
-  const tensor_params t = compute_tensor_params<F>(x);
+packed_matrix<F, Layout> quantize(matrix_view<const float> x, const quant_options& opt = {},
+                                  const tensor_params* tensor = nullptr) {
+  const tensor_params t = tensor ? *tensor : compute_tensor_params<F>(x);
   packed_matrix<F, Layout> q(x.rows, x.cols, t);
   detail::for_each_block<F>(x, opt, t, [&](std::size_t r, std::size_t b, std::size_t c0, std::span<const float> v,
                                            const block_params& p) {
@@ -152,11 +172,14 @@ void fake_quant(matrix_view<const float> in, matrix_view<float> out, const quant
 
 }  // namespace reference
 
+// `tensor`: the second-level (NVFP4 tensor) scale to use instead of x's own, e.g. one shared by
+// linears an engine fuses (q/k/v, gate/up), as ModelOpt and TensorRT-LLM require.
 template <format_type F, class Layout = lsb_first_layout>
-packed_matrix<F, Layout> quantize(matrix_view<const float> x, const quant_options& opt = {}) {
-  if (!kernel::can_quantize<F, Layout>(opt)) return reference::quantize<F, Layout>(x, opt);
+packed_matrix<F, Layout> quantize(matrix_view<const float> x, const quant_options& opt = {},
+                                  const tensor_params* tensor = nullptr) {
+  if (!kernel::can_quantize<F, Layout>(opt)) return reference::quantize<F, Layout>(x, opt, tensor);
   detail::check_weights(opt, x.cols);
-  packed_matrix<F, Layout> q(x.rows, x.cols, kernel::tensor_params_of<F>(x));
+  packed_matrix<F, Layout> q(x.rows, x.cols, tensor ? *tensor : kernel::tensor_params_of<F>(x));
   kernel::quantize_into(x, q, opt);
   return q;
 }

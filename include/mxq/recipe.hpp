@@ -236,6 +236,9 @@ detail::calib::finished_group<F, Layout> finish_group(std::span<const matrix_vie
                                                       matrix_view<const float> x, const recipe& rc,
                                                       const std::string& name = {}) {
   detail::calib::finished_group<F, Layout> out;
+  // The group's linears are what engines fuse (q/k/v, gate/up): one tensor scale for them all
+  // (NVFP4), from the weights before quantization, as ModelOpt exports and TensorRT-LLM asserts.
+  const tensor_params shared = shared_tensor_params<F>(weights);
   if (rc.gptq) {
     hessian_options ho;
     ho.name = name;
@@ -251,7 +254,9 @@ detail::calib::finished_group<F, Layout> finish_group(std::span<const matrix_vie
     out.hessian_seconds = detail::calib::seconds_since(t);
     t = std::chrono::steady_clock::now();
     for (const auto& m : weights) {
-      gptq_result<F, Layout> g = mxq::gptq<F, Layout>(m, h.matrix(), rc.gptq->options);
+      gptq_options go = rc.gptq->options;
+      if (F::scale::has_tensor_scale && !go.tensor) go.tensor = shared;
+      gptq_result<F, Layout> g = mxq::gptq<F, Layout>(m, h.matrix(), go);
       out.weights.push_back(Eigen::Map<const row_matrix_f>(g.dequantized.data(), static_cast<Eigen::Index>(g.rows),
                                                            static_cast<Eigen::Index>(g.cols)));
       out.packed.push_back(std::move(g.packed));
@@ -261,7 +266,7 @@ detail::calib::finished_group<F, Layout> finish_group(std::span<const matrix_vie
   } else {
     const auto t = std::chrono::steady_clock::now();
     for (const auto& m : weights) {
-      packed_matrix<F, Layout> p = quantize<F, Layout>(m, rc.weight_opt);
+      packed_matrix<F, Layout> p = quantize<F, Layout>(m, rc.weight_opt, &shared);
       row_matrix_f q(static_cast<Eigen::Index>(m.rows), static_cast<Eigen::Index>(m.cols));
       dequantize(p, view_of(q));
       out.weights.push_back(std::move(q));

@@ -14,7 +14,51 @@
 
 #include "llama.h"
 
+// --retokenize MODEL.gguf TOKENS.u16 N: the GGUF's vocabulary in llama.cpp turns the first N
+// token ids into text (special tokens rendered) and that text back into ids; prints how many of
+// the N come back the same from the start ("same: K of N"): a tokenizer that matches the one
+// that made TOKENS gives all of them but the last few (the cut mid-text).
+int retokenize(const std::string& model_path, const std::string& tokens_path, int n) {
+  std::vector<std::uint16_t> tok(static_cast<std::size_t>(n));
+  {
+    std::ifstream f(tokens_path, std::ios::binary);
+    f.read(reinterpret_cast<char*>(tok.data()), static_cast<std::streamsize>(tok.size() * 2));
+    if (!f) {
+      std::fprintf(stderr, "%s holds fewer than %d tokens\n", tokens_path.c_str(), n);
+      return 2;
+    }
+  }
+  llama_backend_init();
+  llama_model_params mp = llama_model_default_params();
+  mp.vocab_only = true;
+  llama_model* model = llama_model_load_from_file(model_path.c_str(), mp);
+  if (!model) {
+    std::fprintf(stderr, "llama.cpp could not load %s\n", model_path.c_str());
+    return 1;
+  }
+  const llama_vocab* vocab = llama_model_get_vocab(model);
+  std::string text;
+  char buf[512];
+  for (std::uint16_t t : tok) {
+    const int k = llama_token_to_piece(vocab, t, buf, sizeof buf, 0, true);
+    if (k < 0) return 1;
+    text.append(buf, static_cast<std::size_t>(k));
+  }
+  std::vector<llama_token> back(text.size() + 16);
+  const int m = llama_tokenize(vocab, text.data(), static_cast<int>(text.size()), back.data(), static_cast<int>(back.size()),
+                               false, true);
+  if (m < 0) return 1;
+  int same = 0;
+  while (same < n && same < m && back[static_cast<std::size_t>(same)] == tok[static_cast<std::size_t>(same)]) ++same;
+  std::printf("n_vocab: %d\ntext_bytes: %zu\nretokenized: %d\nsame: %d of %d\n", llama_vocab_n_tokens(vocab), text.size(), m,
+              same, n);
+  llama_model_free(model);
+  llama_backend_free();
+  return 0;
+}
+
 int main(int argc, char** argv) {
+  if (argc == 5 && std::string(argv[1]) == "--retokenize") return retokenize(argv[2], argv[3], std::stoi(argv[4]));
   if (argc < 4) {
     std::fprintf(stderr, "usage: mxq_llama_ppl MODEL.gguf TOKENS.u16 WINDOWS [SEQ] [THREADS]\n");
     return 2;

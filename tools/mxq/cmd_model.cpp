@@ -22,6 +22,7 @@
 #include <mxq/llm/weights.hpp>
 
 #include "args.hpp"
+#include "export_run.hpp"
 #include "parse.hpp"
 
 namespace fs = std::filesystem;
@@ -71,38 +72,13 @@ void run_quantization(mxq::llm::model_weights& w, const std::vector<mxq::llm::to
   });
 }
 
-// --max-shard-size: bytes, or a number with KB/MB/GB (powers of 1000, as Hugging Face) or KiB/MiB/GiB.
-std::size_t parse_size(const std::string& text, const std::string& option) {
-  static constexpr struct { const char* suffix; double scale; } units[] = {
-      {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1.0}};
-  std::string num = text;
-  double scale = 1.0;
-  for (const auto& u : units) {
-    const std::string sfx = u.suffix;
-    if (num.size() > sfx.size() && num.compare(num.size() - sfx.size(), sfx.size(), sfx) == 0) {
-      num.resize(num.size() - sfx.size());
-      scale = u.scale;
-      break;
-    }
-  }
-  std::size_t used = 0;
-  double v = 0.0;
-  try {
-    v = std::stod(num, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != num.size() || !(v > 0.0) || v * scale > 1e18)
-    throw mxq::error("--" + option + " expects a positive size such as 5GB, 500MB or 1048576, not '" + text + "'");
-  return static_cast<std::size_t>(v * scale);
-}
-
 // What makes a quantize-model run that run, for its journal: every option that changes the
 // output (not --threads, --out, nor the evaluation's --tokens/--windows; the model and calibration
 // by content, not path): the model's config and tensor table, and the calibration tokens.
 std::string run_key(const mxq::cli::parsed_args& a, const mxq::llm::model_reader& src,
                     std::span<const mxq::llm::token_id> calib) {
-  static const std::set<std::string> ignored = {"threads", "out", "tokens", "windows"};
+  static const std::set<std::string> ignored = {"threads", "out", "tokens", "windows", "out-format", "mxq-out",
+                                                "keep-mxq", "gguf-embed", "gguf-float", "name", "act"};
   std::string text = "mxq " + std::to_string(MXQ_VERSION_MAJOR) + "." + std::to_string(MXQ_VERSION_MINOR) + "." +
                      std::to_string(MXQ_VERSION_PATCH) + "\n";
   for (const auto& [k, v] : a.values)
@@ -179,6 +155,10 @@ constexpr const char* quantize_model_usage =
     "       [--threads N (0 = every core; the checkpoint does not depend on it)] [--tokens FILE.u16 [--windows 256]]\n"
     "       [--max-shard-size 5GB (output shards, Hugging Face naming and index)]\n"
     "       [--max-memory SIZE (refuse, before any work, a run whose printed estimate is larger)]\n"
+    "       [--out-format mxq|gguf|compressed-tensors|modelopt [--mxq-out DIR] [--keep-mxq] (+ mxq export's options)]\n"
+    "  --out-format other than mxq: the mxq checkpoint goes to --mxq-out (default: --out with .mxq appended;\n"
+    "  removed after a successful export unless --keep-mxq), then is exported to --out as `mxq export`\n"
+    "  does (stdout then ends with \"exported: PATH\").\n"
     "  The checkpoint is streamed: one decoder layer in memory at a time, each written when done.\n"
     "  A run killed part way continues after its last finished layer when started again with the same\n"
     "  command (the journal mxq-run.json in --out; a directory holding another run's journal is refused).\n"
@@ -186,22 +166,35 @@ constexpr const char* quantize_model_usage =
 
 int run_quantize_model(const mxq::cli::args_t& raw) {
   std::set<std::string> options = {"model", "format", "calib", "calib-windows", "out", "tokens", "windows",
-                                   "max-shard-size", "max-memory"};
+                                   "max-shard-size", "max-memory", "out-format", "mxq-out"};
   options.insert(model_option_names.begin(), model_option_names.end());
-  const auto a = mxq::cli::parse_recipe_command(raw, "quantize-model", options, {"model", "format", "out"});
+  options.insert(mxq::cli::export_option_names.begin(), mxq::cli::export_option_names.end());
+  const auto a = mxq::cli::parse_recipe_command(raw, "quantize-model", options, {"model", "format", "out"}, {"keep-mxq"});
   // Every argument and input file is checked before the weights are loaded.
-  const std::string model_dir = a.require("model"), out_dir = a.require("out"), format = a.require("format");
+  const std::string out_format = a.get("out-format", "mxq");
+  const bool exporting = out_format != "mxq";
+  if (exporting && !mxq::cli::is_export_target(out_format))
+    throw mxq::error("--out-format must be mxq, " + std::string(mxq::cli::export_targets) + ", not '" + out_format + "'");
+  if (!exporting)
+    for (const char* k : {"mxq-out", "keep-mxq", "gguf-embed", "gguf-float", "name", "act"})
+      if (a.has(k)) throw mxq::error("--" + std::string(k) + " needs --out-format gguf, compressed-tensors or modelopt");
+  const std::string export_path = a.require("out");
+  const std::string model_dir = a.require("model"), format = a.require("format");
+  const std::string out_dir = exporting ? a.get("mxq-out", export_path + ".mxq") : export_path;
+  if (exporting && fs::path(out_dir).lexically_normal() == fs::path(export_path).lexically_normal())
+    throw mxq::error("--mxq-out is --out; the mxq checkpoint and the export need two places");
   if (!mxq::is_known_format(format)) throw mxq::error("unknown format '" + format + "' (see `mxq formats`)");
   const std::string method = a.get("method", "rtn");
   mxq::recipe rc = mxq::cli::recipe_from_args(a);
+  if (exporting) mxq::cli::check_exportable(out_format, format, rc.act ? rc.act.name : "");
   mxq::llm::model_options mo = model_options_from(a, rc);
   if (fs::exists(out_dir) && !fs::is_directory(out_dir))
     throw mxq::error(out_dir + ": --out exists and is not a directory");
   if (std::error_code ec; fs::exists(out_dir) && fs::equivalent(out_dir, model_dir, ec))
     throw mxq::error(out_dir + ": --out is the --model directory; write the quantized checkpoint elsewhere");
-  const std::size_t max_shard = a.has("max-shard-size") ? parse_size(a.require("max-shard-size"), "max-shard-size")
+  const std::size_t max_shard = a.has("max-shard-size") ? mxq::cli::parse_size(a.require("max-shard-size"), "max-shard-size")
                                                         : mxq::llm::default_max_shard_bytes;
-  const std::size_t max_memory = a.has("max-memory") ? parse_size(a.require("max-memory"), "max-memory") : 0;
+  const std::size_t max_memory = a.has("max-memory") ? mxq::cli::parse_size(a.require("max-memory"), "max-memory") : 0;
   const mxq::llm::model_config cfg = mxq::llm::load_model_config(model_dir);
   std::vector<mxq::llm::token_id> calib;
   const long n_calib = a.integer("calib-windows", 128);
@@ -266,7 +259,7 @@ int run_quantize_model(const mxq::cli::args_t& raw) {
   mxq::visit_format(format, [&](auto tag) {
     using F = typename decltype(tag)::type;
     mxq::llm::quantized_checkpoint_writer<F> out(out_dir, model_dir, src.config(), src.source(), metadata, max_shard,
-                                                 mxq::resumable::yes);
+                                                 mxq::resumable::yes, rc.calibrates());
     out.resume_layers(first_layer);
     for (std::size_t li = 0; li < first_layer; ++li)  // the totals printed cover the whole model
       for (mxq::llm::linear l : mxq::llm::all_linears) {
@@ -281,6 +274,7 @@ int run_quantize_model(const mxq::cli::args_t& raw) {
         out.put_linear(name, p);
         kill.in_layer(li);
       }
+      for (const auto& [name, amax] : q.input_amax) out.put_input_amax(name, amax);
       out.put_layer(li, L);
     };
     mxq::llm::stream_options so;
@@ -306,6 +300,11 @@ int run_quantize_model(const mxq::cli::args_t& raw) {
     std::printf("ppl: %.4f\n", mxq::llm::perplexity(mxq::llm::load_model(out_dir), tokens, po).ppl);
   }
   std::printf("quantized: %s\n", out_dir.c_str());
+  if (exporting) {
+    std::fflush(stdout);
+    mxq::cli::export_model(out_format, out_dir, export_path, a, max_shard);
+    if (!a.has("keep-mxq")) fs::remove_all(out_dir);
+  }
   return 0;
 }
 

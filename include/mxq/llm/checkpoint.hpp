@@ -156,7 +156,8 @@ class quantized_checkpoint_writer {
   quantized_checkpoint_writer(const std::filesystem::path& out_dir, const std::filesystem::path& src_dir,
                               const model_config& cfg, const checkpoint& src,
                               const std::map<std::string, std::string>& metadata,
-                              std::size_t max_shard_bytes = default_max_shard_bytes, resumable r = resumable::no)
+                              std::size_t max_shard_bytes = default_max_shard_bytes, resumable r = resumable::no,
+                              bool input_amax = false)
       : out_(out_dir), src_dir_(src_dir), cfg_(cfg), src_(src), w_(out_dir, max_shard_bytes) {
     namespace fs = std::filesystem;
     if (fs::exists(out_dir) && !fs::is_directory(out_dir))
@@ -179,6 +180,7 @@ class quantized_checkpoint_writer {
       for (linear l : all_linears) {
         const auto [rows, cols] = expected_linear_shape(cfg, l);
         declare_packed<F>(d, tensor_prefix(li, l), rows, cols);
+        if (input_amax) d.add(tensor_prefix(li, l) + ".input_amax", st_dtype::F32, {1}, {});
         if (has_bias(cfg, l) || src.contains(tensor_prefix(li, l) + ".bias"))
           d.add(tensor_prefix(li, l) + ".bias", st_dtype::F32, {rows}, {});
       }
@@ -218,6 +220,10 @@ class quantized_checkpoint_writer {
     mxq::detail::model::put_into p{w_};
     add_packed(p, prefix, q);
   }
+  // A calibrated run's quantized_model::input_amax entry (a writer made with input_amax = true).
+  void put_input_amax(const std::string& prefix, float amax) {
+    w_.put(prefix + ".input_amax", std::as_bytes(std::span<const float>(&amax, 1)));
+  }
   // The layer's norms and biases (after quantization: they hold the folded scales).
   void put_layer(std::size_t li, const decoder_layer_weights& L) {
     const std::string p = "model.layers." + std::to_string(li);
@@ -248,7 +254,9 @@ class quantized_checkpoint_writer {
     copy_source_tensors();
     w_.commit();
     namespace fs = std::filesystem;
-    for (const char* f : {"config.json", "generation_config.json"})
+    // The config, and the tokenizer an engine loads from the same directory.
+    for (const char* f : {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                          "special_tokens_map.json", "tokenizer.model"})
       if (fs::exists(src_dir_ / f)) fs::copy_file(src_dir_ / f, out_ / f, fs::copy_options::overwrite_existing);
   }
 
@@ -272,8 +280,10 @@ void write_quantized_checkpoint(const std::filesystem::path& out_dir, const std:
                                 const std::map<std::string, std::string>& metadata,
                                 std::size_t max_shard_bytes = default_max_shard_bytes) {
   const checkpoint src(src_dir);
-  quantized_checkpoint_writer<F> out(out_dir, src_dir, w.config, src, metadata, max_shard_bytes);
+  quantized_checkpoint_writer<F> out(out_dir, src_dir, w.config, src, metadata, max_shard_bytes, resumable::no,
+                                     !q.input_amax.empty());
   for (const auto& [prefix, packed] : q.linears) out.put_linear(prefix, packed);
+  for (const auto& [prefix, amax] : q.input_amax) out.put_input_amax(prefix, amax);
   for (std::size_t li = 0; li < w.layers.size(); ++li) out.put_layer(li, w.layers[li]);
   out.finish(w.norm);
 }

@@ -14,6 +14,8 @@
 // - Streamed: one tensor in memory at a time. Everything that cannot be exported exactly (a
 //   format with no ggml type, an unrepresentable block, an activation-quantized recipe, a
 //   combination llama.cpp would run differently) is refused, naming it, before the file exists.
+// - The vocabulary from tokenizer.json when the directory has one llama.cpp tokenizes the same
+//   way (gguf_vocab.hpp); otherwise none, and llama.cpp runs token ids.
 #pragma once
 #include <array>
 #include <cmath>
@@ -34,6 +36,7 @@
 #include "../io/packed_io.hpp"
 #include "../numeric/half.hpp"
 #include "config.hpp"
+#include "gguf_vocab.hpp"
 #include "linear.hpp"
 #include "rope.hpp"
 #include "weights.hpp"
@@ -54,6 +57,7 @@ struct gguf_export_report {
   std::string architecture;
   std::size_t tensors = 0, bytes = 0;
   std::map<std::string, std::size_t> linears_by_type;  // "MXFP4" -> count
+  std::string tokenizer;  // "gpt2 (gpt-2), N merges", or "none (why)"
 };
 
 // The formats whose packed weights export exactly (gguf_block_traits<F>::exportable).
@@ -359,8 +363,22 @@ gguf_export_report export_gguf(const std::filesystem::path& model_dir, const std
     w.set(A + ".rope.scaling.factor", static_cast<float>(cfg.rope.factor));
   }
   w.set(A + ".vocab_size", u32(V));
-  // No vocabulary: llama.cpp makes vocab_size dummy tokens and runs token ids (llama-vocab.cpp).
-  w.set("tokenizer.ggml.model", std::string("none"));
+  if (const hf_vocab voc = read_hf_vocab(model_dir, V); voc.why.empty()) {
+    w.set("tokenizer.ggml.model", voc.model);
+    w.set("tokenizer.ggml.pre", voc.pre);
+    w.set_array("tokenizer.ggml.tokens", voc.tokens);
+    w.set_array("tokenizer.ggml.token_type", voc.types);
+    w.set_array("tokenizer.ggml.merges", voc.merges);
+    if (voc.bos) w.set("tokenizer.ggml.bos_token_id", *voc.bos);
+    if (voc.eos) w.set("tokenizer.ggml.eos_token_id", *voc.eos);
+    if (voc.pad) w.set("tokenizer.ggml.padding_token_id", *voc.pad);
+    if (voc.add_bos) w.set("tokenizer.ggml.add_bos_token", *voc.add_bos);
+    report.tokenizer = "gpt2 (" + voc.pre + "), " + std::to_string(voc.merges.size()) + " merges";
+  } else {
+    // No vocabulary: llama.cpp makes vocab_size dummy tokens and runs token ids (llama-vocab.cpp).
+    w.set("tokenizer.ggml.model", std::string("none"));
+    report.tokenizer = "none (" + voc.why + ")";
+  }
   for (const char* k : {"mxq.format", "mxq.method", "mxq.calib_windows", "mxq.version"})
     if (auto it = meta.find(k); it != meta.end()) w.set(k, it->second);
 

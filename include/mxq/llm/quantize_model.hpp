@@ -83,6 +83,9 @@ template <format_type F>
 struct quantized_model {
   std::vector<std::pair<std::string, packed_matrix<F>>> linears;  // tensor prefix -> packed weight
   std::vector<group_report> groups;                               // scaling choices, layer by layer
+  // Calibrated runs: the largest finite |input| each linear saw in calibration (after the folded
+  // scales; what an engine's static activation scale is made of, e.g. NVFP4's input_scale).
+  std::vector<std::pair<std::string, float>> input_amax;
   double seconds = 0.0;
 };
 
@@ -336,6 +339,7 @@ struct run_state {
       t = clock::now();
       const matrix_view<const float> x = lw ? cview(lw->input(g)) : matrix_view<const float>{};
       t_forward += seconds_since(t);
+      const float x_amax = lw ? ::mxq::kernel::detail::finite_amax(x) : 0.0f;
       auto done = finish_group<F>(group_views(L, g), x, finish_rc, "layer " + std::to_string(li) + " " + std::string(name(g)));
       t_hessian += done.hessian_seconds;
       t_solve += done.solve_seconds;
@@ -343,6 +347,7 @@ struct run_state {
       for (linear l : members(g)) {
         L[l].weight = std::move(done.weights[i]);
         out.linears.emplace_back(tensor_prefix(li, l), std::move(done.packed[i]));
+        if (lw) out.input_amax.emplace_back(tensor_prefix(li, l), x_amax);
         ++i;
       }
     }
@@ -516,10 +521,16 @@ double quantize_model_streaming(const model_reader& src, std::span<const token_i
     run.log(li, "rtn");
     decoder_layer_weights L = src.layer_norms_and_biases(li);
     quantized_model<F> q;
-    for (linear l : all_linears) {
-      const auto [rows, cols] = expected_linear_shape(src.config(), l);
-      q.linears.emplace_back(tensor_prefix(li, l), quantize_stored<F>(src.source(), tensor_prefix(li, l), rows, cols,
-                                                                      run.finish_rc.weight_opt, static_cast<int>(run.threads)));
+    for (linear_group g : all_groups) {  // a group shares its tensor scale (finish_group does the same)
+      std::vector<std::tuple<std::string, std::size_t, std::size_t>> members_of;
+      for (linear l : members(g)) {
+        const auto [rows, cols] = expected_linear_shape(src.config(), l);
+        members_of.emplace_back(tensor_prefix(li, l), rows, cols);
+      }
+      const tensor_params shared = shared_stored_tensor_params<F>(src.source(), members_of);
+      for (const auto& [prefix, rows, cols] : members_of)
+        q.linears.emplace_back(prefix, quantize_stored<F>(src.source(), prefix, rows, cols, run.finish_rc.weight_opt,
+                                                          static_cast<int>(run.threads), &shared));
     }
     sinking.wait();
     sinking.start([&sink, &so, li, L = std::move(L), q = std::move(q)]() mutable {

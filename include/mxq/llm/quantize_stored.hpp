@@ -13,6 +13,7 @@
 #include <limits>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "../kernels.hpp"
 #include "../numeric/half.hpp"
@@ -94,11 +95,11 @@ inline float to_float(f16 v) noexcept { return v.to_float(); }
 
 template <format_type F, class T>
 packed_matrix<F> quantize_in_place(const checkpoint& ck, const std::string& name, std::size_t rows, std::size_t cols,
-                                   quant_options opt, int threads) {
+                                   quant_options opt, int threads, const tensor_params* tensor) {
   const T* data = reinterpret_cast<const T*>(ck.bytes(name).data());
   const matrix_view<const T> x(data, rows, cols);
   mxq::detail::check_weights(opt, cols);
-  packed_matrix<F> q(rows, cols, kernel::tensor_params_of<F>(x));
+  packed_matrix<F> q(rows, cols, tensor ? *tensor : kernel::tensor_params_of<F>(x));
   opt.threads = 1;  // the slices are the parallel unit
   const std::size_t slice = std::max<std::size_t>(1, (std::size_t{256} << 10) / std::max<std::size_t>(cols * sizeof(T), 1));
   constexpr std::size_t none = std::numeric_limits<std::size_t>::max();
@@ -131,22 +132,56 @@ namespace mxq::llm {
 // same bytes as quantize<F>(load_linear(...).weight, opt). F32/BF16/F16 weights with a SIMD
 // kernel for F are quantized in place in the map; anything else (another dtype, a packed
 // checkpoint, the scalar reference) is converted to fp32 first. Errors name the file and tensor.
+// `tensor`: a second-level scale to use instead of the matrix's own (shared_stored_tensor_params).
 template <format_type F, class Formats = predefined_formats>
 packed_matrix<F> quantize_stored(const checkpoint& ck, const std::string& prefix, std::size_t rows, std::size_t cols,
-                                 const quant_options& opt = {}, int threads = 1) {
+                                 const quant_options& opt = {}, int threads = 1, const tensor_params* tensor = nullptr) {
   namespace ds = mxq::detail::stored;
   const std::string name = prefix + ".weight";
   if (ck.contains(name) && kernel::can_quantize<F>(opt)) {
     mxq::detail::model::check_shape(ck, name, {rows, cols});
     std::optional<packed_matrix<F>> q;
-    if (ds::visit_element(ck.info(name).dtype,
-                          [&](auto t) { q = ds::quantize_in_place<F, decltype(t)>(ck, name, rows, cols, opt, threads); }))
+    if (ds::visit_element(ck.info(name).dtype, [&](auto t) {
+          q = ds::quantize_in_place<F, decltype(t)>(ck, name, rows, cols, opt, threads, tensor);
+        }))
       return std::move(*q);
   }
   const linear_weights w = mxq::detail::model::load_linear<Formats>(ck, prefix, rows, cols, false);
   quant_options o = opt;
   o.threads = threads;
-  return quantize<F>(matrix_view<const float>(w.weight.data(), rows, cols), o);
+  return quantize<F>(matrix_view<const float>(w.weight.data(), rows, cols), o, tensor);
+}
+
+// shared_tensor_params of stored linears (prefixes with their [rows, cols]), read in place where
+// the dtype allows; {} for formats without a tensor scale.
+template <format_type F, class Formats = predefined_formats>
+tensor_params shared_stored_tensor_params(const checkpoint& ck,
+                                          const std::vector<std::tuple<std::string, std::size_t, std::size_t>>& linears) {
+  if constexpr (!F::scale::has_tensor_scale) {
+    (void)ck, (void)linears;
+    return {};
+  } else {
+    namespace ds = mxq::detail::stored;
+    float amax = 0.0f;
+    for (const auto& [prefix, rows, cols] : linears) {
+      const std::string name = prefix + ".weight";
+      bool done = false;
+      if (ck.contains(name)) {
+        mxq::detail::model::check_shape(ck, name, {rows, cols});
+        done = ds::visit_element(ck.info(name).dtype, [&](auto t) {
+          using T = decltype(t);
+          const matrix_view<const T> x(reinterpret_cast<const T*>(ck.bytes(name).data()), rows, cols);
+          amax = std::max(amax, kernel::detail::finite_amax(x));
+        });
+      }
+      if (!done) {
+        const linear_weights w = mxq::detail::model::load_linear<Formats>(ck, prefix, rows, cols, false);
+        const matrix_view<const float> v(w.weight.data(), rows, cols);
+        amax = std::max(amax, kernel::detail::finite_amax(v));
+      }
+    }
+    return F::scale::template tensor_scale<typename F::element>(amax);
+  }
 }
 
 }  // namespace mxq::llm
