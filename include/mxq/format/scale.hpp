@@ -100,12 +100,17 @@ struct ue4m3_scale {
     return {decode(code, t), code, 0, false};
   }
 
-  // FP32 tensor scale for a whole matrix (finite values only; all-zero gives 1, never 0/0).
+  // FP32 tensor scale for a whole matrix (finite values only; all-zero gives 1, never 0/0):
+  // amax / (max element * 448), or the next float up whose fp32 reciprocal inverts back to it
+  // (most are already): compressed-tensors stores this scale as its divisor 1/s and vLLM inverts
+  // that on load, so the engine runs with exactly s. Never smaller: amax / (6 s) stays <= 448.
   template <class E>
   static tensor_params tensor_scale(float amax_finite) noexcept {
     if constexpr (!TensorScale) return {};
-    const float s = amax_finite / (element_codec<E>::max_value * 448.0f);
-    return {std::isfinite(s) && s > 0.0f ? s : 1.0f};
+    float s = amax_finite / (element_codec<E>::max_value * 448.0f);
+    if (!(std::isfinite(s) && s > 0.0f)) return {1.0f};
+    for (int k = 0; k < 64 && 1.0f / (1.0f / s) != s; ++k) s = std::nextafter(s, std::numeric_limits<float>::infinity());
+    return {s};
   }
 
   template <class E>
