@@ -12,14 +12,17 @@
 #include <mxq/llm/weights.hpp>
 #include <mxq/stats.hpp>
 
+#include <mxq/llm/tokenizer.hpp>
+
 #include "args.hpp"
 #include "command.hpp"
+#include "text_input.hpp"
 
 namespace cmd_eval {  // each command apart: mxq_cli is a unity build
 namespace {
 
 struct eval_args {
-  std::string model, tokens;
+  std::string model, tokens, text;  // token ids from a file, or the text the model's tokenizer encodes
   std::size_t windows = 0;  // 0 = default: 256, or fewer when the file holds fewer
   std::size_t seq = 256;
   unsigned threads = 0;  // 0 = all hardware threads
@@ -38,11 +41,13 @@ std::size_t count(const mxq::cli::parsed_args& p, const std::string& k, std::siz
 
 // Flags with a value; a new option is one name here and one line below.
 eval_args parse_eval_args(const mxq::cli::args_t& args) {
-  const auto p = mxq::cli::parse(args, {"model", "tokens", "windows", "seq", "threads", "batch", "act-format", "packed"});
+  const auto p = mxq::cli::parse(args, {"model", "tokens", "text", "windows", "seq", "threads", "batch", "act-format", "packed"});
   if (!p.positional.empty()) throw mxq::error("unexpected argument '" + p.positional.front() + "'");
   eval_args a;
   a.model = p.require("model");
-  a.tokens = p.require("tokens");
+  if (p.has("tokens") == p.has("text")) throw mxq::error("give one of --tokens FILE.u16|.u32 or --text FILE");
+  a.tokens = p.get("tokens", "");
+  a.text = p.get("text", "");
   a.windows = p.has("windows") ? count(p, "windows", 0) : 0;
   a.seq = count(p, "seq", a.seq);
   a.threads = static_cast<unsigned>(count(p, "threads", 0, true));
@@ -76,14 +81,29 @@ int run_eval_ppl(const mxq::cli::args_t& args) {
   const auto t0 = clock::now();
   // Everything that can be wrong with the request is checked before the weights are loaded.
   const mxq::llm::model_config cfg = mxq::llm::load_model_config(a.model);
-  const std::vector<mxq::llm::token_id> tokens = mxq::llm::read_tokens_u16(a.tokens, cfg.vocab_size);
+  std::vector<mxq::llm::token_id> tokens;
+  if (!a.text.empty()) {
+    const mxq::llm::tokenizer tok(a.model);
+    try {
+      tokens = tok.encode(mxq::cli::read_text(a.text));
+    } catch (const mxq::error& e) {
+      throw mxq::error(a.text + ": " + e.what());
+    }
+    for (auto t : tokens)
+      if (t >= cfg.vocab_size)
+        throw mxq::error(tok.file().string() + ": token id " + std::to_string(t) + " is outside the model's vocabulary (" +
+                         std::to_string(cfg.vocab_size) + ")");
+  } else {
+    tokens = mxq::llm::read_tokens(a.tokens, cfg.vocab_size);
+  }
+  const std::string source = a.text.empty() ? a.tokens : a.text;
   const std::size_t available = tokens.size() / a.seq;
 
   mxq::llm::perplexity_options opt;
   opt.seq_len = a.seq;
   opt.windows = a.windows ? a.windows : std::min<std::size_t>(256, available);
   if (opt.windows == 0 || opt.windows > available)
-    throw mxq::error(a.tokens + ": asked for " + std::to_string(opt.windows) + " windows of " + std::to_string(a.seq) +
+    throw mxq::error(source + ": asked for " + std::to_string(opt.windows) + " windows of " + std::to_string(a.seq) +
                      " tokens, the file holds " + std::to_string(available) + " (" + std::to_string(tokens.size()) +
                      " tokens)");
   opt.threads = mxq::llm::resolve_threads(a.threads);
@@ -111,7 +131,7 @@ int run_eval_ppl(const mxq::cli::args_t& args) {
   };
   std::fprintf(stderr, "eval-ppl: %s (%s, %zu layers), %zu windows x %zu tokens of %s, %u threads, activations %s\n",
                a.model.c_str(), w.config.model_type.c_str(), w.layers.size(), opt.windows, a.seq,
-               a.tokens.c_str(), opt.threads, act_format.empty() ? "fp32" : act_format.c_str());
+               source.c_str(), opt.threads, act_format.empty() ? "fp32" : act_format.c_str());
   if (packed) std::fprintf(stderr, "eval-ppl: %zu linears through the packed GEMM (%s activations)\n", packed, a.packed.c_str());
   const auto t1 = clock::now();
   const mxq::llm::perplexity_result r = mxq::llm::perplexity(w, tokens, opt);
@@ -124,9 +144,11 @@ int run_eval_ppl(const mxq::cli::args_t& args) {
 }
 
 const mxq::cli::registrar reg_eval_ppl(
-    "eval-ppl", "perplexity of an original or quantized checkpoint on a uint16 token file",
-    "usage: mxq eval-ppl --model DIR --tokens FILE.u16 [--windows N (256)] [--seq 256] [--threads T] [--batch 4]\n"
+    "eval-ppl", "perplexity of an original or quantized checkpoint on a token file or text",
+    "usage: mxq eval-ppl --model DIR (--tokens FILE.u16|FILE.u32 | --text FILE) [--windows N (256)] [--seq 256]\n"
+    "       [--threads T] [--batch 4]\n"
     "       [--act-format NAME|none] [--packed f32|int8]\n"
+    "  --text: encoded with the model directory's tokenizer.json (mxq tokenize's tokenizer)\n"
     "  --act-format: defaults to the activation format a quantized checkpoint recorded; none turns it off\n"
     "  --packed: run the decoder linears through the packed MX GEMM (f32 or int8 activations)",
     run_eval_ppl);

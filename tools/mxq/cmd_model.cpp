@@ -21,8 +21,12 @@
 #include <mxq/llm/quantize_model.hpp>
 #include <mxq/llm/weights.hpp>
 
+#include <mxq/llm/calibration.hpp>
+#include <mxq/llm/tokenizer.hpp>
+
 #include "args.hpp"
 #include "export_run.hpp"
+#include "text_input.hpp"
 #include "parse.hpp"
 
 namespace fs = std::filesystem;
@@ -77,7 +81,7 @@ void run_quantization(mxq::llm::model_weights& w, const std::vector<mxq::llm::to
 // by content, not path): the model's config and tensor table, and the calibration tokens.
 std::string run_key(const mxq::cli::parsed_args& a, const mxq::llm::model_reader& src,
                     std::span<const mxq::llm::token_id> calib) {
-  static const std::set<std::string> ignored = {"threads", "out", "tokens", "windows", "out-format", "mxq-out",
+  static const std::set<std::string> ignored = {"threads", "out", "tokens", "text", "windows", "out-format", "mxq-out",
                                                 "keep-mxq", "gguf-embed", "gguf-float", "name", "act"};
   std::string text = "mxq " + std::to_string(MXQ_VERSION_MAJOR) + "." + std::to_string(MXQ_VERSION_MINOR) + "." +
                      std::to_string(MXQ_VERSION_PATCH) + "\n";
@@ -148,17 +152,20 @@ struct progress_line {
 
 constexpr const char* quantize_model_usage =
     "usage: mxq quantize-model --model DIR --format NAME --method METHOD --out DIR\n"
-    "       [--calib FILE.u16 (required unless METHOD is rtn)] [--calib-windows 128] [--seq 256]\n"
+    "       [--calib FILE.u16|.u32 | --calib-text FILE|DIR [--glob '*.py'] [--seed 0] (one required unless METHOD is rtn)]\n"
+    "       [--calib-windows 128] [--seq 256]\n"
     "       [--act-format NAME] [--alpha 0.5] [--alpha-grid] [--awq-gptq off|verify|grid] [--awq-loss block|linear]\n"
     "       [--awq-windows 16] [--damp 0.01] [--block 128] [--act-order] [--order none|blockwise|global]\n"
     "       [--static-scales] [--mse-weights hseq|hinv|hdiag|uniform] [--scale-rule floor|ceil|mse]\n"
-    "       [--threads N (0 = every core; the checkpoint does not depend on it)] [--tokens FILE.u16 [--windows 256]]\n"
+    "       [--threads N (0 = every core; the checkpoint does not depend on it)] [--tokens FILE.u16 | --text FILE [--windows 256]]\n"
     "       [--max-shard-size 5GB (output shards, Hugging Face naming and index)]\n"
     "       [--max-memory SIZE (refuse, before any work, a run whose printed estimate is larger)]\n"
     "       [--out-format mxq|gguf|compressed-tensors|modelopt [--mxq-out DIR] [--keep-mxq] (+ mxq export's options)]\n"
     "  --out-format other than mxq: the mxq checkpoint goes to --mxq-out (default: --out with .mxq appended;\n"
     "  removed after a successful export unless --keep-mxq), then is exported to --out as `mxq export`\n"
     "  does (stdout then ends with \"exported: PATH\").\n"
+    "  --calib-text: encoded with the model's tokenizer.json and sampled as GPTQ's reference does: windows\n"
+    "  at random offsets (std::mt19937_64 from --seed) of the concatenated tokens.\n"
     "  The checkpoint is streamed: one decoder layer in memory at a time, each written when done.\n"
     "  A run killed part way continues after its last finished layer when started again with the same\n"
     "  command (the journal mxq-run.json in --out; a directory holding another run's journal is refused).\n"
@@ -166,7 +173,7 @@ constexpr const char* quantize_model_usage =
 
 int run_quantize_model(const mxq::cli::args_t& raw) {
   std::set<std::string> options = {"model", "format", "calib", "calib-windows", "out", "tokens", "windows",
-                                   "max-shard-size", "max-memory", "out-format", "mxq-out"};
+                                   "max-shard-size", "max-memory", "out-format", "mxq-out", "calib-text", "glob", "seed", "text"};
   options.insert(model_option_names.begin(), model_option_names.end());
   options.insert(mxq::cli::export_option_names.begin(), mxq::cli::export_option_names.end());
   const auto a = mxq::cli::parse_recipe_command(raw, "quantize-model", options, {"model", "format", "out"}, {"keep-mxq"});
@@ -199,23 +206,58 @@ int run_quantize_model(const mxq::cli::args_t& raw) {
   std::vector<mxq::llm::token_id> calib;
   const long n_calib = a.integer("calib-windows", 128);
   if (n_calib <= 0) throw mxq::error("--calib-windows must be a positive number of windows");
+  if (a.has("calib") && a.has("calib-text")) throw mxq::error("give one of --calib FILE.u16 or --calib-text FILE|DIR");
   if (rc.calibrates()) {
-    if (!a.values.count("calib"))
-      throw mxq::error("method '" + method + "' needs calibration tokens: --calib FILE.u16 (uint16 token ids)");
-    const std::string calib_file = a.require("calib");
-    calib = windows_of(mxq::llm::read_tokens_u16(calib_file, cfg.vocab_size), static_cast<std::size_t>(n_calib), mo.seq,
-                       calib_file);
+    if (a.has("calib-text")) {
+      // Text: the model's tokenizer, then GPTQ's sampling (random windows of the token stream).
+      const mxq::llm::tokenizer tok(model_dir);
+      std::vector<mxq::llm::token_id> stream;
+      const fs::path src = a.require("calib-text");
+      const std::vector<fs::path> files = mxq::cli::files_of(src, a.get("glob", "*"));
+      for (const auto& f : files) {
+        try {
+          const auto t = tok.encode(mxq::cli::read_text(f));
+          stream.insert(stream.end(), t.begin(), t.end());
+        } catch (const mxq::error& e) {
+          throw mxq::error(f.string() + ": " + e.what());
+        }
+      }
+      const long seed = a.integer("seed", 0);
+      if (seed < 0) throw mxq::error("--seed must be a non-negative integer");
+      try {
+        calib = mxq::llm::sample_windows(stream, static_cast<std::size_t>(n_calib), mo.seq, static_cast<std::uint64_t>(seed));
+      } catch (const mxq::error& e) {
+        throw mxq::error(src.string() + ": " + e.what());
+      }
+      std::fprintf(stderr, "quantize-model: %s: %zu files, %zu tokens, %ld windows of %zu sampled (seed %ld)\n",
+                   src.c_str(), files.size(), stream.size(), n_calib, mo.seq, seed);
+    } else {
+      if (!a.values.count("calib"))
+        throw mxq::error("method '" + method + "' needs calibration tokens: --calib FILE.u16 (token ids) or --calib-text FILE|DIR (text)");
+      const std::string calib_file = a.require("calib");
+      calib = windows_of(mxq::llm::read_tokens(calib_file, cfg.vocab_size), static_cast<std::size_t>(n_calib), mo.seq,
+                         calib_file);
+    }
   }
   std::vector<mxq::llm::token_id> tokens;
   mxq::llm::perplexity_options po;
-  if (a.has("tokens")) {
-    tokens = mxq::llm::read_tokens_u16(a.require("tokens"), cfg.vocab_size);
+  if (a.has("tokens") && a.has("text")) throw mxq::error("give one of --tokens FILE.u16 or --text FILE");
+  if (a.has("tokens") || a.has("text")) {
+    if (a.has("text")) {
+      try {
+        tokens = mxq::llm::tokenizer(model_dir).encode(mxq::cli::read_text(a.require("text")));
+      } catch (const mxq::error& e) {
+        throw mxq::error(a.require("text") + ": " + e.what());
+      }
+    } else {
+      tokens = mxq::llm::read_tokens(a.require("tokens"), cfg.vocab_size);
+    }
     po.seq_len = mo.seq;
     const long nw = a.integer("windows", 256);
     if (nw <= 0) throw mxq::error("--windows must be a positive number of windows");
     po.windows = static_cast<std::size_t>(nw);
     if (tokens.size() / mo.seq < po.windows)
-      throw mxq::error(a.require("tokens") + " holds " + std::to_string(tokens.size() / mo.seq) + " windows of " +
+      throw mxq::error(a.get("tokens", a.get("text", "")) + " holds " + std::to_string(tokens.size() / mo.seq) + " windows of " +
                        std::to_string(mo.seq) + " tokens, " + std::to_string(po.windows) + " requested");
   }
   progress_line progress;
@@ -340,19 +382,35 @@ std::string cell_key(const std::string& format, const std::string& method, const
 }
 
 constexpr const char* table_usage =
-    "usage: mxq table --model DIR --tokens FILE.u16 --calib FILE.u16 [--windows 256] [--calib-windows 128] [--seq 256]\n"
+    "usage: mxq table --model DIR (--tokens FILE.u16 | --text FILE) (--calib FILE.u16 | --calib-text FILE)\n"
+    "       [--windows 256] [--calib-windows 128] [--seq 256]\n"
     "       [--only KEY] [--reference FILE.json] [--threads N] [--awq-loss block|linear] [--awq-windows 16]\n"
     "       [--alpha 0.5] [--awq-gptq off|verify|grid] [--damp 0.01] [--block 128] [--act-order] ...\n"
     "  every cell of the grid (formats x methods, W-only / W4A8 / W8A8 / W4A4); KEY filters cells by\n"
-    "  substring of format/method[/Aact], e.g. --only mxfp4 or --only mxint4/awq";
+    "  substring of format/method[/Aact], e.g. --only mxfp4 or --only mxint4/awq. Text goes through the\n"
+    "  model's tokenizer.json; the calibration is the first --calib-windows windows of its tokens.";
 
 int run_table(const mxq::cli::args_t& raw) {
-  std::set<std::string> options = {"model", "tokens", "calib", "windows", "calib-windows", "only", "reference"};
+  std::set<std::string> options = {"model", "tokens", "calib", "text", "calib-text", "windows", "calib-windows", "only",
+                                   "reference"};
   options.insert(model_option_names.begin(), model_option_names.end());
   // The grid gives each cell its method and activation format.
-  const auto a = mxq::cli::parse_recipe_command(raw, "table", options, {"model", "tokens", "calib"}, {},
-                                                {"method", "act-format"});
-  const std::string model_dir = a.require("model"), tokens_file = a.require("tokens"), calib_file = a.require("calib");
+  const auto a = mxq::cli::parse_recipe_command(raw, "table", options, {"model"}, {}, {"method", "act-format"});
+  if (a.has("tokens") == a.has("text")) throw mxq::error("give one of --tokens FILE.u16 or --text FILE (see mxq table --help)");
+  if (a.has("calib") == a.has("calib-text"))
+    throw mxq::error("give one of --calib FILE.u16 or --calib-text FILE (see mxq table --help)");
+  const std::string model_dir = a.require("model");
+  const std::string tokens_file = a.get("tokens", a.get("text", "")), calib_file = a.get("calib", a.get("calib-text", ""));
+  // Token ids from a file, or a text file through the model's tokenizer (the same ids when the
+  // text is what the ids spell: the bundled .txt files are).
+  auto token_source = [&](const std::string& ids_key, const std::string& file, std::size_t vocab) {
+    if (a.has(ids_key)) return mxq::llm::read_tokens(file, vocab);
+    try {
+      return mxq::llm::tokenizer(model_dir).encode(mxq::cli::read_text(file));
+    } catch (const mxq::error& e) {
+      throw mxq::error(file + ": " + e.what());
+    }
+  };
   const long n_windows_arg = a.integer("windows", 256), n_calib_arg = a.integer("calib-windows", 128);
   if (n_windows_arg <= 0 || n_calib_arg <= 0) throw mxq::error("--windows and --calib-windows must be positive");
   const std::size_t n_windows = static_cast<std::size_t>(n_windows_arg);
@@ -372,8 +430,9 @@ int run_table(const mxq::cli::args_t& raw) {
   const auto t_all = clock_type::now();
 
   const mxq::llm::model_config cfg = mxq::llm::load_model_config(model_dir);
-  const auto tokens = windows_of(mxq::llm::read_tokens_u16(tokens_file, cfg.vocab_size), n_windows, seq, tokens_file);
-  const auto calib = windows_of(mxq::llm::read_tokens_u16(calib_file, cfg.vocab_size), n_calib, seq, calib_file);
+  const auto tokens = windows_of(token_source("tokens", tokens_file, cfg.vocab_size), n_windows, seq, tokens_file);
+  // The first windows (the reference numbers' calibration), from token ids or from text.
+  const auto calib = windows_of(token_source("calib", calib_file, cfg.vocab_size), n_calib, seq, calib_file);
   const mxq::llm::model_weights original = mxq::llm::load_model(model_dir);
 
   // Reference perplexities, if the model directory ships them (reference-ppl.json: key -> ppl).

@@ -39,6 +39,29 @@ inline std::vector<token_id> read_tokens_u16(const std::filesystem::path& file, 
   return out;
 }
 
+// Reads a file of uint32 little-endian token ids (for vocabularies beyond 65536), checked as above.
+inline std::vector<token_id> read_tokens_u32(const std::filesystem::path& file, std::size_t vocab_size = 0) {
+  const mapped_file f(file);
+  const auto b = f.bytes();
+  if (b.size() % 4 != 0)
+    detail::io::fail(file, "byte count " + std::to_string(b.size()) + " is not a multiple of 4 (expected uint32 little-endian token ids)");
+  std::vector<token_id> out(b.size() / 4);
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    token_id v = 0;
+    for (int k = 3; k >= 0; --k) v = (v << 8) | static_cast<unsigned char>(b[4 * i + static_cast<std::size_t>(k)]);
+    out[i] = v;
+    if (vocab_size && out[i] >= vocab_size)
+      detail::io::fail(file, "token id " + std::to_string(out[i]) + " at index " + std::to_string(i) +
+                                 " is outside the vocabulary (" + std::to_string(vocab_size) + ")");
+  }
+  return out;
+}
+
+// A token-id file by its extension: .u32 holds uint32 ids, anything else uint16 (.u16).
+inline std::vector<token_id> read_tokens(const std::filesystem::path& file, std::size_t vocab_size = 0) {
+  return file.extension() == ".u32" ? read_tokens_u32(file, vocab_size) : read_tokens_u16(file, vocab_size);
+}
+
 struct perplexity_options {
   std::size_t seq_len = 256;
   std::size_t windows = 0;            // the first N windows; 0 = every full window

@@ -35,9 +35,10 @@
 #include <nlohmann/json.hpp>
 
 #include "../io/error.hpp"
-#include "forward.hpp"
 
 namespace mxq::llm {
+
+using token_id = std::uint32_t;  // as forward.hpp declares it (this header needs no Eigen)
 
 namespace detail_tok {
 
