@@ -17,7 +17,10 @@
 #include <nlohmann/json.hpp>
 
 #include <mxq/io/safetensors.hpp>
+#include <mxq/llm/checkpoint.hpp>
+#include <mxq/llm/quantize_model.hpp>
 #include <mxq/llm/weights.hpp>
+#include <mxq/recipe.hpp>
 
 namespace mxq::test {
 
@@ -234,6 +237,30 @@ inline std::vector<std::vector<double>> naive_logits(const mxq::llm::model_weigh
     }
   }
   return out;
+}
+
+// Calibration ids for the synthetic models (vocabularies of at least 96): 4 windows of 16.
+inline const std::vector<mxq::llm::token_id>& synthetic_calib() {
+  static const std::vector<mxq::llm::token_id> t = [] {
+    std::vector<mxq::llm::token_id> v(4 * 16);
+    for (std::size_t i = 0; i < v.size(); ++i) v[i] = static_cast<mxq::llm::token_id>((i * 11 + 5) % 96);
+    return v;
+  }();
+  return t;
+}
+
+// The synthetic model `src` quantized with `rc` (windows of 16 tokens), written to `out` as
+// quantize-model writes it.
+template <mxq::format_type F>
+void quantize_synthetic(const std::filesystem::path& src, const std::filesystem::path& out, mxq::recipe rc) {
+  mxq::llm::model_weights w = mxq::llm::load_model(src);
+  mxq::llm::model_options mo;
+  mo.seq = 16;
+  const auto calib = rc.calibrates() ? std::span<const mxq::llm::token_id>(synthetic_calib())
+                                     : std::span<const mxq::llm::token_id>();
+  const auto q = mxq::llm::quantize_model<F>(w, calib, rc, mo);
+  mxq::llm::write_quantized_checkpoint(out, src, w, q,
+                                       {{"mxq.method", rc.name()}, {"mxq.act_format", rc.act ? rc.act.name : ""}});
 }
 
 }  // namespace mxq::test

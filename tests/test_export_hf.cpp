@@ -133,21 +133,10 @@ mxq::test::synthetic_spec spec() {
   s.H = 128, s.I = 256, s.heads = 4, s.kv = 2, s.hd = 32, s.V = 96;  // whole groups of 128 everywhere
   return s;
 }
-const std::vector<token_id>& calib() {
-  static const std::vector<token_id> t = [] {
-    std::vector<token_id> v(4 * 16);
-    for (std::size_t i = 0; i < v.size(); ++i) v[i] = static_cast<token_id>((i * 11 + 5) % 96);
-    return v;
-  }();
-  return t;
-}
+const std::vector<token_id>& calib() { return mxq::test::synthetic_calib(); }
 template <format_type F>
 void quantize_to(const fs::path& src, const fs::path& out, recipe rc) {
-  model_weights w = load_model(src);
-  model_options mo;
-  mo.seq = 16;
-  const auto q = quantize_model<F>(w, rc.calibrates() ? std::span<const token_id>(calib()) : std::span<const token_id>(), rc, mo);
-  write_quantized_checkpoint(out, src, w, q, {{"mxq.method", rc.name()}, {"mxq.act_format", rc.act ? rc.act.name : ""}});
+  mxq::test::quantize_synthetic<F>(src, out, std::move(rc));
 }
 
 // Every linear of the export `out` (scheme as decode() names it) against mxq's own dequantized

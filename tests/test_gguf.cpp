@@ -46,22 +46,9 @@ mxq::test::synthetic_spec spec(const std::string& type) {
   return s;
 }
 
-const std::vector<token_id>& calib() {
-  static const std::vector<token_id> t = [] {
-    std::vector<token_id> v(4 * 16);
-    for (std::size_t i = 0; i < v.size(); ++i) v[i] = static_cast<token_id>((i * 11 + 5) % 96);
-    return v;
-  }();
-  return t;
-}
-
 template <format_type F>
 void quantize_to(const fs::path& src, const fs::path& out, recipe rc) {
-  model_weights w = load_model(src);
-  model_options mo;
-  mo.seq = 16;
-  const auto q = quantize_model<F>(w, calib(), rc, mo);
-  write_quantized_checkpoint(out, src, w, q, {{"mxq.method", rc.name()}, {"mxq.act_format", rc.act ? rc.act.name : ""}});
+  mxq::test::quantize_synthetic<F>(src, out, std::move(rc));
 }
 
 // Row r of a GGUF Q/K tensor holds HF row permuted_row(r).

@@ -26,6 +26,10 @@
 
 namespace mxq::llm {
 
+// The files beside the weights an engine loads from a model directory, copied with them.
+inline constexpr const char* hf_side_files[] = {"config.json", "generation_config.json", "tokenizer.json",
+                                                "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model"};
+
 // Hugging Face's default max_shard_size ("5GB").
 inline constexpr std::size_t default_max_shard_bytes = 5'000'000'000;
 
@@ -255,8 +259,7 @@ class quantized_checkpoint_writer {
     w_.commit();
     namespace fs = std::filesystem;
     // The config, and the tokenizer an engine loads from the same directory.
-    for (const char* f : {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-                          "special_tokens_map.json", "tokenizer.model"})
+    for (const char* f : hf_side_files)
       if (fs::exists(src_dir_ / f)) fs::copy_file(src_dir_ / f, out_ / f, fs::copy_options::overwrite_existing);
   }
 

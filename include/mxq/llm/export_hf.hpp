@@ -41,6 +41,7 @@
 #include "../io/packed_io.hpp"
 #include "checkpoint.hpp"
 #include "config.hpp"
+#include "json_file.hpp"
 #include "linear.hpp"
 #include "weights.hpp"
 
@@ -431,15 +432,7 @@ hf_export_report export_hf(const std::filesystem::path& model_dir, const std::fi
                                             "(quantize again with this mxq, which shares them)");
 
   // ---- config.json with the target's quantization_config
-  nlohmann::json config;
-  {
-    std::ifstream in(model_dir / "config.json");
-    try {
-      config = nlohmann::json::parse(in);
-    } catch (const std::exception& e) {
-      fail(model_dir / "config.json", std::string("not valid JSON: ") + e.what());
-    }
-  }
+  nlohmann::json config = detail_json::read_json(model_dir / "config.json");
   const std::string mxq_version = std::to_string(MXQ_VERSION_MAJOR) + "." + std::to_string(MXQ_VERSION_MINOR) + "." +
                                   std::to_string(MXQ_VERSION_PATCH);
   std::optional<nlohmann::json> hf_quant_config;
@@ -506,9 +499,8 @@ hf_export_report export_hf(const std::filesystem::path& model_dir, const std::fi
   }
   w.commit();
   report.tensors = jobs.size();
-  for (const char* f : {"generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                        "tokenizer.model"})
-    if (fs::exists(model_dir / f)) fs::copy_file(model_dir / f, out_dir / f, fs::copy_options::overwrite_existing);
+  for (const char* f : hf_side_files)  // config.json is written below, with its quantization_config
+    if (std::string_view(f) != "config.json" && fs::exists(model_dir / f)) fs::copy_file(model_dir / f, out_dir / f, fs::copy_options::overwrite_existing);
   if (hf_quant_config)
     write_file_atomically(out_dir / "hf_quant_config.json", [&](std::ostream& o) { o << hf_quant_config->dump(2) << "\n"; });
   else

@@ -26,6 +26,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../io/error.hpp"
+#include "json_file.hpp"
 
 namespace mxq::llm {
 
@@ -50,15 +51,7 @@ inline constexpr std::array<known_pre, 2> split_regexes{{
      "qwen2"},
 }};
 
-inline nlohmann::json read_json(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  if (!in) mxq::detail::io::fail(p, "cannot be read");
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const std::exception& e) {
-    mxq::detail::io::fail(p, std::string("not valid JSON: ") + e.what());
-  }
-}
+using detail_json::read_json;
 
 // The llama.cpp pre-tokenizer name of a tokenizer.json pre_tokenizer, or empty.
 inline std::string pre_name(const nlohmann::json& pt) {

@@ -35,6 +35,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../io/error.hpp"
+#include "json_file.hpp"
 
 namespace mxq::llm {
 
@@ -150,15 +151,7 @@ class regex {
 // GPT-2's pre-tokenizer regex (the ByteLevel pre-tokenizer with use_regex).
 inline constexpr const char* gpt2_regex = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
-inline nlohmann::json read_json(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  if (!in) mxq::detail::io::fail(p, "cannot be read");
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const std::exception& e) {
-    mxq::detail::io::fail(p, std::string("not valid JSON: ") + e.what());
-  }
-}
+using detail_json::read_json;
 
 }  // namespace detail_tok
 
