@@ -235,6 +235,8 @@ class tokenizer {
         const token_id id = a.value("id", token_id{0});
         add_token(c, id);
         added_.push_back({c, id, a.value("special", false)});
+        if (id >= added_id_.size()) added_id_.resize(id + 1, false);
+        added_id_[id] = true;  // decode asks per token: a flag, not a search of added_
       }
     if (t.contains("post_processor") && !t.at("post_processor").is_null()) {
       const auto& pp = t.at("post_processor");
@@ -335,11 +337,7 @@ class tokenizer {
     }();
     return m;
   }
-  bool is_added(token_id id) const {
-    for (const auto& a : added_)
-      if (a.id == id) return true;
-    return false;
-  }
+  bool is_added(token_id id) const { return id < added_id_.size() && added_id_[id]; }
   void add_token(const std::string& tok, token_id id) {
     if (id >= (1u << 24)) mxq::detail::io::fail(file_, "token '" + tok + "' has id " + std::to_string(id) + " (too large)");
     if (id >= tokens_.size()) tokens_.resize(id + 1), known_.resize(id + 1, false);
@@ -395,6 +393,7 @@ class tokenizer {
   std::unordered_map<std::string, token_id> ids_;
   std::unordered_map<std::uint64_t, merge> merges_;
   std::vector<added_token> added_;
+  std::vector<bool> added_id_;  // id -> is an added token
   std::vector<token_id> prefix_, suffix_;
   std::unique_ptr<detail_tok::regex> split_;
   bool ignore_merges_ = false;
