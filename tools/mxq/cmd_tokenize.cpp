@@ -20,8 +20,9 @@ namespace {
 
 constexpr const char* tokenize_usage =
     "usage: mxq tokenize --model DIR (--text FILE | --text-dir DIR [--glob PATTERN]) --out FILE.u16|FILE.u32\n"
-    "  The model's tokenizer.json, as Hugging Face's tokenizers runs it (byte-level BPE: GPT-2, Llama 3,\n"
-    "  Qwen2 pre-tokenizers; added tokens; the post-processor's special tokens around each file).\n"
+    "  The model's tokenizer.json, as Hugging Face's tokenizers runs it: byte-level BPE (GPT-2, Llama 3,\n"
+    "  Qwen2/3 pre-tokenizers, NFC), SentencePiece-style BPE (Llama 2, Mistral: Prepend/Replace or\n"
+    "  Metaspace, byte fallback); added tokens; the post-processor's special tokens around each file.\n"
     "  --text-dir: every file under DIR whose name matches PATTERN (default *), in path order, each\n"
     "  encoded on its own and the ids concatenated. .u16 needs a vocabulary of at most 65536 tokens.";
 

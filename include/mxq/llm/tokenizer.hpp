@@ -3,30 +3,38 @@
 //
 //   mxq::llm::tokenizer tok("Llama-3-8B");          // the directory or its tokenizer.json
 //   std::vector<mxq::llm::token_id> ids = tok.encode("def f(x):\n    return x\n");
-//   std::string text = tok.decode(ids);             // the text again (byte-level BPE)
+//   std::string text = tok.decode(ids);             // the text again
 //
 // Supported (anything else the file declares is an error naming it, never a silently different
 // tokenization):
-// - model BPE (merges as "a b" or ["a", "b"], ignore_merges, no dropout, no subword prefix or
-//   word suffix, no byte fallback);
-// - pre-tokenizer ByteLevel (GPT-2's regex; add_prefix_space false) or Sequence[Split(Regex,
-//   Isolated), ByteLevel(use_regex false)] (Llama 3, Qwen2); regexes run in PCRE2 with UTF-8 and
-//   Unicode properties (\p{L}, \p{N} exactly as Unicode defines them);
-// - no normalizer; decoder ByteLevel; post-processor ByteLevel or TemplateProcessing (its special
-//   tokens around a single sequence, e.g. BOS);
-// - added tokens, matched in the raw text before pre-tokenization (the longest at the leftmost
-//   position), without lstrip / rstrip / single_word.
+// - model BPE: merges as "a b" or ["a", "b"], ignore_merges, byte_fallback (<0xXX> tokens),
+//   unk_token with fuse_unk; no dropout, no subword prefix or word suffix;
+// - normalizers NFC (Qwen2/3), Prepend and Replace of a string (Llama 2 / Mistral's
+//   SentencePiece-style files), and Sequences of them;
+// - pre-tokenizers ByteLevel (GPT-2's regex; add_prefix_space false), Sequence[Split(Regex,
+//   Isolated), ByteLevel(use_regex false)] (Llama 3, Qwen2/3), Metaspace (prepend_scheme always /
+//   first / never, split or not), or none; regexes run in PCRE2 with UTF-8 and Unicode properties
+//   (\p{L}, \p{N} exactly as Unicode defines them);
+// - decoders ByteLevel, Metaspace, and Sequences of Replace, ByteFallback, Fuse and Strip;
+// - post-processor ByteLevel or TemplateProcessing (its special tokens around a single
+//   sequence, e.g. BOS);
+// - added tokens, matched in the raw text before normalization (the longest at the leftmost
+//   position), without lstrip / rstrip / single_word, and not `normalized` under a normalizer.
 // Text must be valid UTF-8 (Hugging Face takes Rust strings): invalid bytes are an error naming
-// their offset.
+// their offset. A character without a token, where the file gives neither a byte fallback nor an
+// unk_token, is an error too (Hugging Face would drop it silently).
 #pragma once
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
 #include <array>
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <queue>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -36,12 +44,16 @@
 
 #include "../io/error.hpp"
 #include "json_file.hpp"
+#include "unicode_nfc.hpp"
+#include "utf8.hpp"
 
 namespace mxq::llm {
 
 using token_id = std::uint32_t;  // as forward.hpp declares it (this header needs no Eigen)
 
 namespace detail_tok {
+
+namespace u8 = detail_utf8;
 
 // GPT-2's byte <-> printable code point map (bytes_to_unicode): printable Latin-1 bytes map to
 // themselves, the other 68 to U+0100 onwards in byte order.
@@ -57,50 +69,18 @@ inline const std::array<std::uint32_t, 256>& byte_to_cp() {
   }();
   return t;
 }
-inline void append_utf8(std::string& s, std::uint32_t cp) {
-  if (cp < 0x80) {
-    s += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    s += static_cast<char>(0xC0 | (cp >> 6)), s += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    s += static_cast<char>(0xE0 | (cp >> 12)), s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F)),
-        s += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    s += static_cast<char>(0xF0 | (cp >> 18)), s += static_cast<char>(0x80 | ((cp >> 12) & 0x3F)),
-        s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F)), s += static_cast<char>(0x80 | (cp & 0x3F));
-  }
+// The inverse: code point -> byte, -1 for code points that stand for no byte.
+inline int cp_to_byte(std::uint32_t cp) {
+  static const std::array<std::int16_t, 324> t = [] {
+    std::array<std::int16_t, 324> m{};
+    m.fill(-1);
+    for (std::uint32_t b = 0; b < 256; ++b) m[byte_to_cp()[b]] = static_cast<std::int16_t>(b);
+    return m;
+  }();
+  return cp < t.size() ? t[cp] : -1;
 }
-// Byte length of the UTF-8 sequence starting with lead byte c (1 for invalid leads; the text is
-// validated before).
-inline std::size_t utf8_len(unsigned char c) noexcept { return c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4; }
-
-// Offset of the first byte that is not valid UTF-8 (RFC 3629: no overlongs, no surrogates, at
-// most U+10FFFF), or npos.
-inline std::size_t invalid_utf8(std::string_view s) noexcept {
-  std::size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    std::size_t n;
-    std::uint32_t cp, min;
-    if ((c & 0xE0) == 0xC0) n = 2, cp = c & 0x1F, min = 0x80;
-    else if ((c & 0xF0) == 0xE0) n = 3, cp = c & 0x0F, min = 0x800;
-    else if ((c & 0xF8) == 0xF0) n = 4, cp = c & 0x07, min = 0x10000;
-    else return i;
-    if (i + n > s.size()) return i;
-    for (std::size_t k = 1; k < n; ++k) {
-      const auto d = static_cast<unsigned char>(s[i + k]);
-      if ((d & 0xC0) != 0x80) return i;
-      cp = (cp << 6) | (d & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
-    i += n;
-  }
-  return std::string_view::npos;
-}
+// Kept under their old names for callers of the first version of this header.
+inline std::size_t invalid_utf8(std::string_view s) noexcept { return u8::invalid(s); }
 
 // A compiled PCRE2 pattern (UTF-8, Unicode properties), matched over a subject piece by piece.
 class regex {
@@ -131,7 +111,7 @@ class regex {
       if (rc < 0) break;
       const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md.get());
       if (ov[1] == ov[0]) {  // an empty match: step one character
-        pos = ov[0] + utf8_len(static_cast<unsigned char>(s[ov[0]]));
+        pos = ov[0] + u8::length(static_cast<unsigned char>(s[ov[0]]));
         continue;
       }
       if (ov[0] > last) piece(last, ov[0]);
@@ -151,6 +131,46 @@ class regex {
 // GPT-2's pre-tokenizer regex (the ByteLevel pre-tokenizer with use_regex).
 inline constexpr const char* gpt2_regex = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
+inline void replace_all(std::string& s, std::string_view from, std::string_view to) {
+  if (from.empty()) return;
+  std::string r;
+  r.reserve(s.size());
+  std::size_t pos = 0;
+  for (std::size_t f; (f = s.find(from, pos)) != std::string::npos; pos = f + from.size()) r.append(s, pos, f - pos), r += to;
+  r.append(s, pos);
+  s = std::move(r);
+}
+
+// One normalizer step, in declaration order.
+struct normalize_step {
+  enum kind_t { nfc, prepend, replace } kind;
+  std::string from, to;  // prepend: to; replace: from -> to
+};
+
+// One decoder step (Hugging Face's decode_chain): each works on the token strings in turn.
+struct decode_step {
+  enum kind_t { byte_level, replace, byte_fallback, fuse, strip, metaspace } kind;
+  std::string from, to;              // replace; metaspace: from = the replacement
+  std::uint32_t strip_cp = 0;        // strip: the character
+  std::size_t start = 0, stop = 0;   // strip: how many at each end
+  bool prepend = false;              // metaspace: a prefix was added when encoding
+};
+
+// The Metaspace pre-tokenizer's settings.
+struct metaspace_t {
+  std::string replacement;
+  enum scheme_t { always, first, never } scheme = always;
+  bool split = true;
+};
+
+// `<0xXX>` -> XX, or -1.
+inline int fallback_byte(std::string_view t) noexcept {
+  auto hex = [](char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1; };
+  if (t.size() != 6 || t.substr(0, 3) != "<0x" || t[5] != '>') return -1;
+  const int h = hex(t[3]), l = hex(t[4]);
+  return h < 0 || l < 0 ? -1 : h * 16 + l;
+}
+
 using detail_json::read_json;
 
 }  // namespace detail_tok
@@ -165,20 +185,53 @@ class tokenizer {
     const nlohmann::json t = dt::read_json(file_);
     auto unsupported = [&](const std::string& what) { mxq::detail::io::fail(file_, what + " is not supported"); };
     auto type_of = [](const nlohmann::json& j) { return j.is_object() ? j.value("type", "") : std::string(); };
-    if (t.contains("normalizer") && !t.at("normalizer").is_null())
-      unsupported("normalizer '" + type_of(t.at("normalizer")) + "'");
+    auto string_of = [&](const nlohmann::json& j, const char* key, const std::string& where) {
+      if (!j.contains(key) || !j.at(key).is_string()) mxq::detail::io::fail(file_, where + " has no string '" + key + "'");
+      return j.at(key).get<std::string>();
+    };
+    // A Replace's pattern: {"String": s} only (a Regex pattern would need its own semantics).
+    auto pattern_of = [&](const nlohmann::json& j, const std::string& where) {
+      if (!j.contains("pattern") || !j.at("pattern").is_object() || !j.at("pattern").contains("String"))
+        unsupported(where + " with a pattern other than a String");
+      return string_of(j.at("pattern"), "String", where);
+    };
+    // ---- normalizer
+    std::vector<nlohmann::json> norms;
+    if (t.contains("normalizer") && !t.at("normalizer").is_null()) {
+      const auto& n = t.at("normalizer");
+      if (type_of(n) == "Sequence" && n.contains("normalizers") && n.at("normalizers").is_array())
+        norms.assign(n.at("normalizers").begin(), n.at("normalizers").end());
+      else norms.push_back(n);
+    }
+    for (const auto& n : norms) {
+      const std::string ty = type_of(n);
+      if (ty == "NFC") normalize_.push_back({dt::normalize_step::nfc, "", ""});
+      else if (ty == "Prepend") normalize_.push_back({dt::normalize_step::prepend, "", string_of(n, "prepend", "normalizer Prepend")});
+      else if (ty == "Replace")
+        normalize_.push_back({dt::normalize_step::replace, pattern_of(n, "normalizer Replace"), string_of(n, "content", "normalizer Replace")});
+      else unsupported("normalizer '" + ty + "' (NFC, Prepend, Replace, or a Sequence of them)");
+    }
     // ---- model
     if (!t.contains("model") || type_of(t.at("model")) != "BPE") unsupported("model '" + (t.contains("model") ? type_of(t.at("model")) : "") + "' (only BPE)");
     const auto& m = t.at("model");
     for (const char* k : {"dropout", "continuing_subword_prefix", "end_of_word_suffix"})
       if (m.contains(k) && !m.at(k).is_null() && !(m.at(k).is_string() && m.at(k).get<std::string>().empty()))
         unsupported(std::string("BPE ") + k);
-    if (m.value("byte_fallback", false)) unsupported("BPE byte_fallback");
+    byte_fallback_ = m.value("byte_fallback", false);
+    fuse_unk_ = m.value("fuse_unk", false);
     ignore_merges_ = m.value("ignore_merges", false);
     if (!m.contains("vocab") || !m.at("vocab").is_object()) mxq::detail::io::fail(file_, "model.vocab is not an object");
     for (const auto& [tok, id] : m.at("vocab").items()) {
       if (!id.is_number_unsigned()) mxq::detail::io::fail(file_, "token '" + tok + "' has no valid id");
       add_token(tok, id.get<token_id>());
+      std::size_t i = 0;  // single-character tokens by code point: the BPE looks every character up
+      const std::uint32_t cp = detail_utf8::next(tok, i);
+      if (i == tok.size()) char_ids_.emplace(cp, id.get<token_id>());
+    }
+    if (m.contains("unk_token") && m.at("unk_token").is_string()) {
+      const auto it = ids_.find(m.at("unk_token").get<std::string>());
+      if (it == ids_.end()) mxq::detail::io::fail(file_, "unk_token '" + m.at("unk_token").get<std::string>() + "' is not in the vocabulary");
+      unk_ = it->second, has_unk_ = true;
     }
     if (m.contains("merges")) {
       if (!m.at("merges").is_array()) mxq::detail::io::fail(file_, "model.merges is not a list");
@@ -207,8 +260,11 @@ class tokenizer {
       if (j.value("add_prefix_space", false)) unsupported("ByteLevel add_prefix_space");
       if (j.value("use_regex", true) != with_regex)
         unsupported(std::string("ByteLevel use_regex ") + (with_regex ? "false" : "true") + " here");
+      byte_level_ = true;
     };
-    if (type_of(pt) == "ByteLevel") {
+    if (pt.is_null()) {
+      // The whole normalized text is one word (SentencePiece-style files).
+    } else if (type_of(pt) == "ByteLevel") {
       byte_level(pt, true);
       split_ = std::make_unique<dt::regex>(dt::gpt2_regex, file_);
     } else if (type_of(pt) == "Sequence" && pt.contains("pretokenizers") && pt.at("pretokenizers").size() == 2 &&
@@ -220,17 +276,49 @@ class tokenizer {
         unsupported("Split without a Regex pattern");
       byte_level(pt.at("pretokenizers")[1], false);
       split_ = std::make_unique<dt::regex>(sp.at("pattern").at("Regex").get<std::string>(), file_);
+    } else if (type_of(pt) == "Metaspace") {
+      metaspace_ = std::make_unique<dt::metaspace_t>(metaspace_of(pt));
     } else {
-      unsupported("pre-tokenizer '" + type_of(pt) + "' (ByteLevel, or Split + ByteLevel)");
+      unsupported("pre-tokenizer '" + type_of(pt) + "' (ByteLevel, Split + ByteLevel, Metaspace or none)");
     }
-    if (t.contains("decoder") && !t.at("decoder").is_null() && type_of(t.at("decoder")) != "ByteLevel")
-      unsupported("decoder '" + type_of(t.at("decoder")) + "'");
+    // ---- decoder
+    std::vector<nlohmann::json> decs;
+    if (t.contains("decoder") && !t.at("decoder").is_null()) {
+      const auto& d = t.at("decoder");
+      if (type_of(d) == "Sequence" && d.contains("decoders") && d.at("decoders").is_array()) decs.assign(d.at("decoders").begin(), d.at("decoders").end());
+      else decs.push_back(d);
+    }
+    for (const auto& d : decs) {
+      const std::string ty = type_of(d);
+      dt::decode_step s{};
+      if (ty == "ByteLevel") {
+        s.kind = dt::decode_step::byte_level;
+      } else if (ty == "Replace") {
+        s.kind = dt::decode_step::replace, s.from = pattern_of(d, "decoder Replace"), s.to = string_of(d, "content", "decoder Replace");
+      } else if (ty == "ByteFallback") {
+        s.kind = dt::decode_step::byte_fallback;
+      } else if (ty == "Fuse") {
+        s.kind = dt::decode_step::fuse;
+      } else if (ty == "Strip") {
+        const std::string c = string_of(d, "content", "decoder Strip");
+        std::size_t i = 0;
+        if (c.empty() || (s.strip_cp = detail_utf8::next(c, i), i != c.size())) unsupported("decoder Strip of '" + c + "' (one character)");
+        s.kind = dt::decode_step::strip, s.start = d.value("start", std::size_t{0}), s.stop = d.value("stop", std::size_t{0});
+      } else if (ty == "Metaspace") {
+        const dt::metaspace_t ms = metaspace_of(d);
+        s.kind = dt::decode_step::metaspace, s.from = ms.replacement, s.prepend = ms.scheme != dt::metaspace_t::never;
+      } else {
+        unsupported("decoder '" + ty + "' (ByteLevel, Metaspace, Replace, ByteFallback, Fuse, Strip)");
+      }
+      decode_.push_back(std::move(s));
+    }
     // ---- added tokens, then the post-processor's template
     if (t.contains("added_tokens") && t.at("added_tokens").is_array())
       for (const auto& a : t.at("added_tokens")) {
         const std::string c = a.value("content", "");
         for (const char* k : {"lstrip", "rstrip", "single_word"})
           if (a.value(k, false)) unsupported("added token '" + c + "' with " + k);
+        if (a.value("normalized", false) && !normalize_.empty()) unsupported("added token '" + c + "' matched after the normalizer (normalized)");
         if (c.empty()) mxq::detail::io::fail(file_, "an added token has no content");
         const token_id id = a.value("id", token_id{0});
         add_token(c, id);
@@ -260,6 +348,12 @@ class tokenizer {
         unsupported("post-processor '" + ty + "'");
       }
     }
+    if (byte_fallback_)
+      for (std::uint32_t b = 0; b < 256; ++b) {
+        static constexpr char hex[] = "0123456789ABCDEF";
+        const auto it = ids_.find(std::string("<0x") + hex[b >> 4] + hex[b & 15] + ">");
+        fallback_[b] = it == ids_.end() ? no_token : it->second;
+      }
   }
 
   std::size_t vocab_size() const noexcept { return tokens_.size(); }
@@ -272,21 +366,26 @@ class tokenizer {
 
   // `text` as token ids; add_special: the post-processor's tokens (e.g. BOS) around it.
   std::vector<token_id> encode(std::string_view text, bool add_special = true) const {
-    if (const std::size_t bad = detail_tok::invalid_utf8(text); bad != std::string_view::npos)
+    if (const std::size_t bad = detail_utf8::invalid(text); bad != std::string_view::npos)
       throw error(file_.string() + ": the text is not valid UTF-8 at byte " + std::to_string(bad));
     std::vector<token_id> out;
     if (add_special) out = prefix_;
+    // The next added token (leftmost, then longest) splits the text; the part before it is
+    // normalized, pre-tokenized and merged. Each added token's next occurrence is searched for
+    // again only once the position has passed it.
+    std::vector<std::size_t> next(added_.size(), 0);
+    std::vector<bool> searched(added_.size(), false);
     std::size_t pos = 0;
     while (pos < text.size()) {
-      // The next added token (leftmost, then longest) splits the text; the part before it is
-      // pre-tokenized and merged.
       std::size_t at = text.size(), len = 0;
       token_id id = 0;
-      for (const auto& a : added_) {
-        const std::size_t f = text.find(a.content, pos);
-        if (f != std::string_view::npos && (f < at || (f == at && a.content.size() > len))) at = f, len = a.content.size(), id = a.id;
+      for (std::size_t k = 0; k < added_.size(); ++k) {
+        if (!searched[k] || (next[k] != std::string_view::npos && next[k] < pos))
+          next[k] = text.find(added_[k].content, pos), searched[k] = true;
+        const std::size_t f = next[k];
+        if (f != std::string_view::npos && (f < at || (f == at && added_[k].content.size() > len))) at = f, len = added_[k].content.size(), id = added_[k].id;
       }
-      encode_plain(text.substr(pos, at - pos), out);
+      encode_plain(text.substr(pos, at - pos), pos == 0, out);
       if (len) out.push_back(id);
       pos = at + len;
     }
@@ -294,28 +393,86 @@ class tokenizer {
     return out;
   }
 
-  // The text of `ids` (added tokens as their content; byte-level tokens back to their bytes).
+  // The text of `ids`, through the file's decoder (added tokens as their content).
   std::string decode(std::span<const token_id> ids) const {
-    std::string s;
+    namespace dt = detail_tok;
+    std::vector<std::string> toks;
+    std::vector<bool> added;
+    toks.reserve(ids.size()), added.reserve(ids.size());
     for (token_id id : ids) {
       if (id >= tokens_.size() || !known_[id]) throw error(file_.string() + ": token id " + std::to_string(id) + " is not in the vocabulary");
-      if (is_added(id)) {
-        s += tokens_[id];
-        continue;
-      }
-      const std::string& t = tokens_[id];
-      for (std::size_t i = 0; i < t.size();) {  // each code point back to its byte
-        const auto c = static_cast<unsigned char>(t[i]);
-        const std::size_t n = detail_tok::utf8_len(c);
-        std::uint32_t cp = n == 1 ? c : c & (0xFF >> (n + 1));
-        for (std::size_t k = 1; k < n && i + k < t.size(); ++k) cp = (cp << 6) | (static_cast<unsigned char>(t[i + k]) & 0x3F);
-        i += n;
-        const auto it = cp_to_byte().find(cp);
-        if (it == cp_to_byte().end()) throw error(file_.string() + ": token '" + t + "' is not byte-level");
-        s += static_cast<char>(it->second);
+      toks.push_back(tokens_[id]), added.push_back(is_added(id));
+    }
+    for (const auto& s : decode_) {
+      switch (s.kind) {
+        case dt::decode_step::byte_level:  // each code point back to its byte
+          for (std::size_t k = 0; k < toks.size(); ++k) {
+            if (added[k]) continue;
+            std::string b;
+            const std::string& t = toks[k];
+            for (std::size_t i = 0; i < t.size();) {
+              const int v = dt::cp_to_byte(detail_utf8::next(t, i));
+              if (v < 0) throw error(file_.string() + ": token '" + t + "' is not byte-level");
+              b += static_cast<char>(v);
+            }
+            toks[k] = std::move(b);
+          }
+          break;
+        case dt::decode_step::replace:
+          for (auto& t : toks) dt::replace_all(t, s.from, s.to);
+          break;
+        case dt::decode_step::byte_fallback: {  // runs of <0xXX> -> their bytes, U+FFFD each if not UTF-8
+          std::vector<std::string> r;
+          std::vector<bool> ra;
+          std::string run;
+          std::size_t run_len = 0;
+          auto flush = [&] {
+            if (!run_len) return;
+            if (detail_utf8::invalid(run) == std::string::npos) r.push_back(run), ra.push_back(false);
+            else
+              for (std::size_t i = 0; i < run_len; ++i) r.emplace_back("\xEF\xBF\xBD"), ra.push_back(false);
+            run.clear(), run_len = 0;
+          };
+          for (std::size_t k = 0; k < toks.size(); ++k) {
+            const int b = added[k] ? -1 : dt::fallback_byte(toks[k]);
+            if (b >= 0) {
+              run += static_cast<char>(b), ++run_len;
+              continue;
+            }
+            flush();
+            r.push_back(std::move(toks[k])), ra.push_back(added[k]);
+          }
+          flush();
+          toks = std::move(r), added = std::move(ra);
+          break;
+        }
+        case dt::decode_step::fuse: {
+          std::string all;
+          for (const auto& t : toks) all += t;
+          toks.assign(1, std::move(all)), added.assign(1, false);
+          break;
+        }
+        case dt::decode_step::strip:
+          for (auto& t : toks) {
+            std::string c;
+            detail_utf8::append(c, s.strip_cp);
+            std::size_t b = 0, e = t.size();
+            for (std::size_t n = 0; n < s.start && t.compare(b, c.size(), c) == 0 && b + c.size() <= e; ++n) b += c.size();
+            for (std::size_t n = 0; n < s.stop && e >= b + c.size() && t.compare(e - c.size(), c.size(), c) == 0; ++n) e -= c.size();
+            t = t.substr(b, e - b);
+          }
+          break;
+        case dt::decode_step::metaspace:
+          for (std::size_t k = 0; k < toks.size(); ++k) {
+            dt::replace_all(toks[k], s.from, " ");
+            if (k == 0 && s.prepend && !toks[k].empty() && toks[k][0] == ' ') toks[k].erase(0, 1);
+          }
+          break;
       }
     }
-    return s;
+    std::string text;
+    for (const auto& t : toks) text += t;
+    return text;
   }
 
  private:
@@ -328,14 +485,21 @@ class tokenizer {
     token_id id;
     bool special;
   };
+  static constexpr token_id no_token = ~token_id{0};
   static std::uint64_t key(token_id a, token_id b) noexcept { return (std::uint64_t{a} << 32) | b; }
-  static const std::unordered_map<std::uint32_t, std::uint8_t>& cp_to_byte() {
-    static const std::unordered_map<std::uint32_t, std::uint8_t> m = [] {
-      std::unordered_map<std::uint32_t, std::uint8_t> r;
-      for (std::uint32_t b = 0; b < 256; ++b) r[detail_tok::byte_to_cp()[b]] = static_cast<std::uint8_t>(b);
-      return r;
-    }();
-    return m;
+
+  detail_tok::metaspace_t metaspace_of(const nlohmann::json& j) const {
+    detail_tok::metaspace_t ms;
+    ms.replacement = j.value("replacement", std::string("\xE2\x96\x81"));
+    ms.split = j.value("split", true);
+    const std::string sch = j.contains("prepend_scheme") ? j.value("prepend_scheme", "always")
+                                                         : (j.value("add_prefix_space", true) ? "always" : "never");
+    if (sch == "always") ms.scheme = detail_tok::metaspace_t::always;
+    else if (sch == "first") ms.scheme = detail_tok::metaspace_t::first;
+    else if (sch == "never") ms.scheme = detail_tok::metaspace_t::never;
+    else mxq::detail::io::fail(file_, "Metaspace prepend_scheme '" + sch + "' is not supported (always, first, never)");
+    if (ms.replacement.empty()) mxq::detail::io::fail(file_, "Metaspace has an empty replacement");
+    return ms;
   }
   bool is_added(token_id id) const { return id < added_id_.size() && added_id_[id]; }
   void add_token(const std::string& tok, token_id id) {
@@ -347,56 +511,148 @@ class tokenizer {
     ids_.emplace(tok, id);
   }
 
-  void encode_plain(std::string_view text, std::vector<token_id>& out) const {
+  // Text between added tokens: normalized, pre-tokenized, each word merged. `first`: it starts
+  // the text (Metaspace's prepend_scheme "first").
+  void encode_plain(std::string_view raw, bool first, std::vector<token_id>& out) const {
+    if (raw.empty()) return;
+    std::string norm;
+    std::string_view text = raw;
+    if (!normalize_.empty()) {
+      norm = std::string(raw);
+      for (const auto& s : normalize_) {
+        if (s.kind == detail_tok::normalize_step::nfc) norm = nfc(norm);
+        else if (s.kind == detail_tok::normalize_step::prepend) norm = norm.empty() ? norm : s.to + norm;
+        else detail_tok::replace_all(norm, s.from, s.to);
+      }
+      text = norm;
+    }
     if (text.empty()) return;
-    split_->split(text, [&](std::size_t b, std::size_t e) { encode_word(text.substr(b, e - b), out); });
+    if (split_) {
+      std::string mapped;
+      split_->split(text, [&](std::size_t b, std::size_t e) {
+        mapped.clear();
+        for (std::size_t i = b; i < e; ++i) detail_utf8::append(mapped, detail_tok::byte_to_cp()[static_cast<unsigned char>(text[i])]);
+        encode_word(mapped, out);
+      });
+    } else if (metaspace_) {
+      const auto& ms = *metaspace_;
+      std::string w(text);
+      detail_tok::replace_all(w, " ", ms.replacement);
+      if (w.compare(0, ms.replacement.size(), ms.replacement) != 0 &&
+          (ms.scheme == detail_tok::metaspace_t::always || (ms.scheme == detail_tok::metaspace_t::first && first)))
+        w = ms.replacement + w;
+      if (!ms.split) return encode_word(w, out);
+      // Split where a run of replacements starts; the run begins the word after it
+      // (MergedWithNext: consecutive delimiters stay together).
+      const std::size_t r = ms.replacement.size();
+      std::size_t b = 0;
+      for (std::size_t f = w.find(ms.replacement, 1); f != std::string::npos; f = w.find(ms.replacement, f + r))
+        if (f > b && (f < r || w.compare(f - r, r, ms.replacement) != 0)) encode_word(std::string_view(w).substr(b, f - b), out), b = f;
+      encode_word(std::string_view(w).substr(b), out);
+    } else {
+      encode_word(text, out);
+    }
   }
-  // One pre-tokenized piece: its bytes as GPT-2 code points, merged by rank.
-  void encode_word(std::string_view piece, std::vector<token_id>& out) const {
-    std::string mapped;
-    for (unsigned char c : piece) detail_tok::append_utf8(mapped, detail_tok::byte_to_cp()[c]);
+
+  // One word: its characters as tokens (bytes through the fallback, or unk), then merged by
+  // rank, lowest first and leftmost among equals (a heap over the adjacent pairs, as Hugging
+  // Face's Word::merge_all: long words, such as a whole SentencePiece-style text, stay n log n).
+  void encode_word(std::string_view w, std::vector<token_id>& out) const {
+    if (w.empty()) return;
     if (ignore_merges_)
-      if (const auto it = ids_.find(mapped); it != ids_.end()) {
+      if (const auto it = ids_.find(std::string(w)); it != ids_.end()) {
         out.push_back(it->second);
         return;
       }
     std::vector<token_id> sym;
-    sym.reserve(piece.size());
-    for (std::size_t i = 0; i < mapped.size();) {
-      const std::size_t n = detail_tok::utf8_len(static_cast<unsigned char>(mapped[i]));
-      const auto it = ids_.find(mapped.substr(i, n));
-      if (it == ids_.end())
-        throw error(file_.string() + ": byte 0x" + std::to_string(static_cast<unsigned char>(piece[sym.size()])) +
-                    " has no token (a byte-level vocabulary holds all 256)");
-      sym.push_back(it->second);
-      i += n;
-    }
-    // The lowest-ranked adjacent pair merges first, leftmost among equals, until none is left.
-    while (sym.size() > 1) {
-      std::uint32_t best = UINT32_MAX;
-      std::size_t at = 0;
-      token_id result = 0;
-      for (std::size_t i = 0; i + 1 < sym.size(); ++i) {
-        const auto it = merges_.find(key(sym[i], sym[i + 1]));
-        if (it != merges_.end() && it->second.rank < best) best = it->second.rank, at = i, result = it->second.result;
+    sym.reserve(w.size());
+    bool pending_unk = false;
+    for (std::size_t i = 0; i < w.size();) {
+      const std::size_t at = i;
+      const std::uint32_t cp = detail_utf8::next(w, i);
+      if (const auto it = char_ids_.find(cp); it != char_ids_.end()) {
+        if (pending_unk) sym.push_back(unk_), pending_unk = false;
+        sym.push_back(it->second);
+        continue;
       }
-      if (best == UINT32_MAX) break;
-      sym[at] = result;
-      sym.erase(sym.begin() + static_cast<std::ptrdiff_t>(at) + 1);
+      if (byte_fallback_) {
+        bool all = true;
+        for (std::size_t k = at; k < i; ++k) all = all && fallback_[static_cast<unsigned char>(w[k])] != no_token;
+        if (all) {  // as Hugging Face: a pending unk stays pending across fallback bytes
+          for (std::size_t k = at; k < i; ++k) sym.push_back(fallback_[static_cast<unsigned char>(w[k])]);
+          continue;
+        }
+      }
+      if (!has_unk_) {
+        char buf[16];
+        std::snprintf(buf, sizeof buf, "U+%04X", cp);
+        throw error(file_.string() + ": character " + buf + " has no token, and the file declares no byte fallback or unk_token");
+      }
+      if (pending_unk && !fuse_unk_) sym.push_back(unk_);
+      pending_unk = true;
     }
+    if (pending_unk) sym.push_back(unk_);
+    merge_all(sym);
     out.insert(out.end(), sym.begin(), sym.end());
+  }
+
+  void merge_all(std::vector<token_id>& sym) const {
+    const std::size_t n = sym.size();
+    if (n < 2) return;
+    struct cand {
+      std::uint32_t rank;
+      std::uint32_t pos;
+      token_id result;
+      bool operator>(const cand& o) const noexcept { return rank != o.rank ? rank > o.rank : pos > o.pos; }
+    };
+    std::vector<std::uint32_t> prev(n), next(n);
+    std::vector<bool> alive(n, true);
+    std::vector<cand> heap_store;
+    heap_store.reserve(n);
+    std::priority_queue<cand, std::vector<cand>, std::greater<cand>> heap(std::greater<cand>(), std::move(heap_store));
+    constexpr std::uint32_t none = UINT32_MAX;
+    for (std::size_t i = 0; i < n; ++i) prev[i] = i ? static_cast<std::uint32_t>(i - 1) : none, next[i] = i + 1 < n ? static_cast<std::uint32_t>(i + 1) : none;
+    auto push = [&](std::uint32_t a) {
+      if (a == none || next[a] == none) return;
+      const auto it = merges_.find(key(sym[a], sym[next[a]]));
+      if (it != merges_.end()) heap.push({it->second.rank, a, it->second.result});
+    };
+    for (std::uint32_t i = 0; i + 1 < n; ++i) push(i);
+    while (!heap.empty()) {
+      const cand c = heap.top();
+      heap.pop();
+      if (!alive[c.pos] || next[c.pos] == none) continue;
+      const std::uint32_t b = next[c.pos];
+      const auto it = merges_.find(key(sym[c.pos], sym[b]));
+      if (it == merges_.end() || it->second.result != c.result) continue;  // stale: a neighbour has merged
+      sym[c.pos] = c.result;
+      alive[b] = false;
+      next[c.pos] = next[b];
+      if (next[b] != none) prev[next[b]] = c.pos;
+      push(prev[c.pos]);
+      push(c.pos);
+    }
+    std::size_t k = 0;
+    for (std::uint32_t i = 0; i != none; i = next[i]) sym[k++] = sym[i];
+    sym.resize(k);
   }
 
   std::filesystem::path file_;
   std::vector<std::string> tokens_;
   std::vector<bool> known_;
   std::unordered_map<std::string, token_id> ids_;
+  std::unordered_map<std::uint32_t, token_id> char_ids_;
   std::unordered_map<std::uint64_t, merge> merges_;
   std::vector<added_token> added_;
   std::vector<bool> added_id_;  // id -> is an added token
   std::vector<token_id> prefix_, suffix_;
+  std::vector<detail_tok::normalize_step> normalize_;
+  std::vector<detail_tok::decode_step> decode_;
   std::unique_ptr<detail_tok::regex> split_;
-  bool ignore_merges_ = false;
+  std::unique_ptr<detail_tok::metaspace_t> metaspace_;
+  std::array<token_id, 256> fallback_{};
+  token_id unk_ = 0;
+  bool byte_level_ = false, byte_fallback_ = false, fuse_unk_ = false, has_unk_ = false, ignore_merges_ = false;
 };
 
 }  // namespace mxq::llm
