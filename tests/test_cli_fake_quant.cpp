@@ -104,6 +104,7 @@ TEST_CASE("mxq fake-quant: bad input gives one line and a non-zero exit", "[cli]
       {"fake-quant --format mxfp4 " + int_file.string() + " " + out.string(), "float32"},
       {"fake-quant --format mxfp4 --rounding up " + in.string() + " " + out.string(), "rounding"},
       {"fake-quant --format mxfp4 --scale-rule best " + in.string() + " " + out.string(), "scale rule"},
+      {"fake-quant --format mxfp4 --scale-rule 4over6 " + in.string() + " " + out.string(), "needs a UE4M3 block scale"},
       {"fake-quant --format mxfp4 --bogus 1 " + in.string() + " " + out.string(), "unknown option"},
       {"fake-quant --format mxfp4 " + in.string(), "usage"},
       {"no-such-command", "unknown command"},

@@ -251,7 +251,7 @@ awq_clip_result awq_search_clip(matrix_view<const float> w, matrix_view<const fl
       float& a = amax[r * res.groups + c / res.group];
       a = std::max(a, std::fabs(wm(static_cast<Eigen::Index>(r), static_cast<Eigen::Index>(c))));
     }
-  const tensor_params tp = compute_tensor_params<F>(view_of(wm));  // held fixed (NVFP4)
+  const tensor_params tp = compute_tensor_params<F>(view_of(wm), opt.weight_opt.scale_rule);  // held fixed (NVFP4)
   res.max_val = amax;
   res.shrink.assign(n, 1.0f);
   const int steps = std::max(1, static_cast<int>(opt.max_shrink * static_cast<float>(opt.clip_grid)));

@@ -277,7 +277,12 @@ gptq_result<F, Layout> gptq(matrix_view<const float> W, matrix_view<const float>
       dead[c] = 1;
     }
   auto w0 = [&](std::size_t r, std::size_t c) { return dead[c] ? 0.0f : W(r, c); };
-  const tensor_params tensor = opt.tensor ? *opt.tensor : compute_tensor_params<F>(W);  // original weights
+  {
+    quant_options rule_only;  // the rule F must support (column weights are GPTQ's own)
+    rule_only.scale_rule = opt.quant.scale_rule;
+    detail::check_options<F>(rule_only, cols);
+  }
+  const tensor_params tensor = opt.tensor ? *opt.tensor : compute_tensor_params<F>(W, opt.quant.scale_rule);  // original weights
   res.packed = packed_matrix<F, Layout>(rows, cols, tensor);
   res.dequantized.reserve(rows * cols);
   detail::advise_huge_pages(res.dequantized.data(), rows * cols * sizeof(float));

@@ -35,8 +35,9 @@
 namespace mxq {
 
 // Second-level (tensor) parameters of a format, from every finite value of the matrix.
+// `rule`: the scale rule the blocks will use (4/6 computes the tensor scale against 256).
 template <format_type F>
-tensor_params compute_tensor_params(matrix_view<const float> x) {
+tensor_params compute_tensor_params(matrix_view<const float> x, scale_rule rule = scale_rule::floor) {
   if constexpr (!F::scale::has_tensor_scale) {
     return {};
   } else {
@@ -46,16 +47,16 @@ tensor_params compute_tensor_params(matrix_view<const float> x) {
         const float a = std::fabs(x(r, c));
         if (std::isfinite(a) && a > amax) amax = a;
       }
-    return F::scale::template tensor_scale<typename F::element>(amax);
+    return F::scale::template tensor_scale<typename F::element>(amax, rule);
   }
 }
 
 // One second-level scale for several matrices (the largest finite |value| of them all): what
 // linears that an engine fuses into one GEMM (q/k/v, gate/up) must share.
 template <format_type F>
-tensor_params shared_tensor_params(std::span<const matrix_view<const float>> xs) {
+tensor_params shared_tensor_params(std::span<const matrix_view<const float>> xs, scale_rule rule = scale_rule::floor) {
   if constexpr (!F::scale::has_tensor_scale) {
-    (void)xs;
+    (void)xs, (void)rule;
     return {};
   } else {
     float amax = 0.0f;
@@ -65,7 +66,7 @@ tensor_params shared_tensor_params(std::span<const matrix_view<const float>> xs)
           const float a = std::fabs(x(r, c));
           if (std::isfinite(a) && a > amax) amax = a;
         }
-    return F::scale::template tensor_scale<typename F::element>(amax);
+    return F::scale::template tensor_scale<typename F::element>(amax, rule);
   }
 }
 
@@ -83,11 +84,20 @@ inline void check_weights(const quant_options& opt, std::size_t cols) {
     throw error("quant_options::column_weights has " + std::to_string(opt.column_weights.size()) +
                 " entries for a matrix of " + std::to_string(cols) + " columns");
 }
+// The options as F can run them: column weights of the right length, a scale rule F's scale
+// encoding has.
+template <format_type F>
+void check_options(const quant_options& opt, std::size_t cols) {
+  check_weights(opt, cols);
+  if (!scale_supports<typename F::scale>(opt.scale_rule))
+    throw error("scale rule four_over_six (4/6) needs a UE4M3 block scale (nvfp4), which " +
+                std::string(format_traits<F>::name) + " does not have");
+}
 
 // Calls fn(row, block index, first column, values, params) for every block of x.
 template <format_type F, class Fn>
 void for_each_block(matrix_view<const float> x, const quant_options& opt, const tensor_params& t, Fn&& fn) {
-  check_weights(opt, x.cols);
+  check_options<F>(opt, x.cols);
   const std::size_t bl = block_length<F>(x.cols);
   if (bl == 0) return;
   std::vector<float> buf(x.row_contiguous() ? 0 : bl);
@@ -123,7 +133,8 @@ namespace reference {
 template <format_type F, class Layout = lsb_first_layout>
 packed_matrix<F, Layout> quantize(matrix_view<const float> x, const quant_options& opt = {},
                                   const tensor_params* tensor = nullptr) {
-  const tensor_params t = tensor ? *tensor : compute_tensor_params<F>(x);
+  detail::check_options<F>(opt, x.cols);
+  const tensor_params t = tensor ? *tensor : compute_tensor_params<F>(x, opt.scale_rule);
   packed_matrix<F, Layout> q(x.rows, x.cols, t);
   detail::for_each_block<F>(x, opt, t, [&](std::size_t r, std::size_t b, std::size_t c0, std::span<const float> v,
                                            const block_params& p) {
@@ -159,7 +170,8 @@ template <format_type F>
 void fake_quant(matrix_view<const float> in, matrix_view<float> out, const quant_options& opt = {},
                 const tensor_params* tensor = nullptr) {
   detail::check_same_shape(in, out, "fake_quant");
-  const tensor_params t = tensor ? *tensor : compute_tensor_params<F>(in);
+  detail::check_options<F>(opt, in.cols);
+  const tensor_params t = tensor ? *tensor : compute_tensor_params<F>(in, opt.scale_rule);
   std::vector<float> tmp;
   detail::for_each_block<F>(in, opt, t, [&](std::size_t r, std::size_t, std::size_t c0, std::span<const float> v,
                                             const block_params& p) {
@@ -178,8 +190,8 @@ template <format_type F, class Layout = lsb_first_layout>
 packed_matrix<F, Layout> quantize(matrix_view<const float> x, const quant_options& opt = {},
                                   const tensor_params* tensor = nullptr) {
   if (!kernel::can_quantize<F, Layout>(opt)) return reference::quantize<F, Layout>(x, opt, tensor);
-  detail::check_weights(opt, x.cols);
-  packed_matrix<F, Layout> q(x.rows, x.cols, tensor ? *tensor : kernel::tensor_params_of<F>(x));
+  detail::check_options<F>(opt, x.cols);
+  packed_matrix<F, Layout> q(x.rows, x.cols, tensor ? *tensor : kernel::tensor_params_of<F>(x, opt.scale_rule));
   kernel::quantize_into(x, q, opt);
   return q;
 }
@@ -195,8 +207,8 @@ void quantize_into(matrix_view<const float> x, packed_matrix<F, Layout>& q, cons
     q = reference::quantize<F, Layout>(x, opt);
     return;
   }
-  detail::check_weights(opt, x.cols);
-  q.set_tensor(kernel::tensor_params_of<F>(x));
+  detail::check_options<F>(opt, x.cols);
+  q.set_tensor(kernel::tensor_params_of<F>(x, opt.scale_rule));
   kernel::quantize_into(x, q, opt);
 }
 
@@ -210,8 +222,8 @@ packed_matrix<F, Layout> quantize(matrix_view<const T> x, const quant_options& o
       for (std::size_t c = 0; c < x.cols; ++c) buf[r * x.cols + c] = x(r, c).to_float();
     return reference::quantize<F, Layout>(matrix_view<const float>(buf.data(), x.rows, x.cols), opt);
   }
-  detail::check_weights(opt, x.cols);
-  packed_matrix<F, Layout> q(x.rows, x.cols, kernel::tensor_params_of<F>(x));
+  detail::check_options<F>(opt, x.cols);
+  packed_matrix<F, Layout> q(x.rows, x.cols, kernel::tensor_params_of<F>(x, opt.scale_rule));
   kernel::quantize_into(x, q, opt);
   return q;
 }
@@ -247,8 +259,8 @@ void fake_quant(matrix_view<const float> in, matrix_view<float> out, const quant
   if (!kernel::can_quantize<F>(opt) || (tensor && !(std::isfinite(tensor->scale) && tensor->scale > 0.0f)))
     return reference::fake_quant<F>(in, out, opt, tensor);
   detail::check_same_shape(in, out, "fake_quant");
-  detail::check_weights(opt, in.cols);
-  const tensor_params t = tensor ? *tensor : kernel::tensor_params_of<F>(in);
+  detail::check_options<F>(opt, in.cols);
+  const tensor_params t = tensor ? *tensor : kernel::tensor_params_of<F>(in, opt.scale_rule);
   kernel::fake_quant_into<F>(in, out, opt, t);
 }
 
@@ -266,8 +278,8 @@ void fake_quant(matrix_view<const T> in, matrix_view<float> out, const quant_opt
   if (in.rows != out.rows || in.cols != out.cols)
     throw error("fake_quant: output is " + std::to_string(out.rows) + "x" + std::to_string(out.cols) + " but input is " +
                 std::to_string(in.rows) + "x" + std::to_string(in.cols));
-  detail::check_weights(opt, in.cols);
-  const tensor_params t = tensor ? *tensor : kernel::tensor_params_of<F>(in);
+  detail::check_options<F>(opt, in.cols);
+  const tensor_params t = tensor ? *tensor : kernel::tensor_params_of<F>(in, opt.scale_rule);
   kernel::fake_quant_into<F>(in, out, opt, t);
 }
 

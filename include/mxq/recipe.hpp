@@ -238,7 +238,8 @@ detail::calib::finished_group<F, Layout> finish_group(std::span<const matrix_vie
   detail::calib::finished_group<F, Layout> out;
   // The group's linears are what engines fuse (q/k/v, gate/up): one tensor scale for them all
   // (NVFP4), from the weights before quantization, as ModelOpt exports and TensorRT-LLM asserts.
-  const tensor_params shared = shared_tensor_params<F>(weights);
+  const tensor_params shared =
+      shared_tensor_params<F>(weights, rc.gptq ? rc.gptq->options.quant.scale_rule : rc.weight_opt.scale_rule);
   if (rc.gptq) {
     hessian_options ho;
     ho.name = name;

@@ -154,7 +154,7 @@ class linear_group_loss {
     for (std::size_t i = 0; i < w_.size(); ++i) {
       const row_matrix_f& w = w_[i];
       const Eigen::Index rows = w.rows(), cols = w.cols();
-      const tensor_params tp = scaled_tensor_params<F>(i, s);
+      const tensor_params tp = scaled_tensor_params<F>(i, s, opt.scale_rule);
       const Eigen::Index chunk = 128;
       const std::size_t chunks = static_cast<std::size_t>((rows + chunk - 1) / chunk);
       std::vector<double> part(chunks, 0.0);
@@ -192,8 +192,9 @@ class linear_group_loss {
   // F's tensor parameters of W_i diag(s) (NVFP4's FP32 scale), from the column maxima: rounding is
   // monotonic, so max_r fl(|w_rj| s_j) = fl(max_r |w_rj| s_j).
   template <format_type F>
-  tensor_params scaled_tensor_params(std::size_t i, std::span<const float> s) const {
+  tensor_params scaled_tensor_params(std::size_t i, std::span<const float> s, scale_rule rule) const {
     if constexpr (!F::scale::has_tensor_scale) {
+      (void)i, (void)s, (void)rule;
       return {};
     } else {
       float amax = 0.0f;
@@ -201,7 +202,7 @@ class linear_group_loss {
         const float a = colmax_[i](0, j) * (s.empty() ? 1.0f : s[static_cast<std::size_t>(j)]);
         if (std::isfinite(a)) amax = std::max(amax, a);
       }
-      return F::scale::template tensor_scale<typename F::element>(amax);
+      return F::scale::template tensor_scale<typename F::element>(amax, rule);
     }
   }
 

@@ -16,7 +16,7 @@ namespace {
 
 int run(const mxq::cli::args_t& raw) {
   const auto a = mxq::cli::parse(raw, {"format", "rounding", "scale-rule", "seed"});
-  if (a.positional.size() != 2) throw std::runtime_error("usage: mxq fake-quant --format NAME [--rounding even|away|zero|stochastic] [--scale-rule floor|ceil|mse] IN.npy OUT.npy");
+  if (a.positional.size() != 2) throw std::runtime_error("usage: mxq fake-quant --format NAME [--rounding even|away|zero|stochastic] [--scale-rule floor|ceil|mse|4over6] IN.npy OUT.npy");
   const std::string format = a.require("format");
   if (!mxq::is_known_format(format)) throw std::runtime_error("unknown format '" + format + "' (see `mxq formats`)");
   mxq::quant_options opt;
@@ -54,7 +54,7 @@ int run(const mxq::cli::args_t& raw) {
 }
 
 const mxq::cli::registrar reg("fake-quant", "quantize then dequantize a float32 .npy (blocks along the last axis)",
-                              "usage: mxq fake-quant --format NAME [--rounding even|away|zero|stochastic] [--scale-rule floor|ceil|mse] [--seed N] IN.npy OUT.npy", run);
+                              "usage: mxq fake-quant --format NAME [--rounding even|away|zero|stochastic] [--scale-rule floor|ceil|mse|4over6] [--seed N] IN.npy OUT.npy", run);
 
 }  // namespace
 }  // namespace cmd_fake_quant

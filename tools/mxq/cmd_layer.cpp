@@ -29,7 +29,7 @@ constexpr const char* usage =
     "usage: mxq quantize-layer --format NAME --method METHOD --weight W.npy --inputs X.npy --out Q.npy\n"
     "       [--act-format NAME] [--alpha 0.5] [--alpha-grid] [--awq-gptq off|verify|grid]\n"
     "       [--act-order] [--order none|blockwise|global] [--static-scales] [--damp 0.01] [--block 128]\n"
-    "       [--scale-rule floor|ceil|mse] [--mse-weights hseq|hinv|hdiag|uniform] [--rounding even|away|zero|stochastic]\n"
+    "       [--scale-rule floor|ceil|mse|4over6] [--mse-weights hseq|hinv|hdiag|uniform] [--rounding even|away|zero|stochastic]\n"
     "       [--seed N] [--threads N]\n"
     "  METHOD: rtn, gptq, awq, awq+gptq, sq+rtn, sq+gptq, sq+awq, sq+awq+gptq (steps sq, awq, gptq|rtn joined by '+')\n"
     "  W: float32 [out, in]; X: float32 [tokens, in]; Q: dequantized float32 [out, in]\n"
@@ -68,6 +68,7 @@ int run(const mxq::cli::args_t& raw) {
   const std::string format = a.require("format"), method = a.require("method"), out = a.require("out");
   if (!mxq::is_known_format(format)) throw std::runtime_error("unknown format '" + format + "' (see `mxq formats`)");
   mxq::recipe rc = mxq::cli::recipe_from_args(a);
+  mxq::cli::check_scale_rule(format, rc);
   const std::filesystem::path out_dir = std::filesystem::path(out).parent_path();
   if (!out_dir.empty() && !std::filesystem::is_directory(out_dir))
     throw std::runtime_error(out + ": the directory " + out_dir.string() + " does not exist");

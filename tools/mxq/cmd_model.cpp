@@ -156,7 +156,7 @@ constexpr const char* quantize_model_usage =
     "       [--calib-windows 128] [--seq 256]\n"
     "       [--act-format NAME] [--alpha 0.5] [--alpha-grid] [--awq-gptq off|verify|grid] [--awq-loss block|linear]\n"
     "       [--awq-windows 16] [--damp 0.01] [--block 128] [--act-order] [--order none|blockwise|global]\n"
-    "       [--static-scales] [--mse-weights hseq|hinv|hdiag|uniform] [--scale-rule floor|ceil|mse]\n"
+    "       [--static-scales] [--mse-weights hseq|hinv|hdiag|uniform] [--scale-rule floor|ceil|mse|4over6]\n"
     "       [--threads N (0 = every core; the checkpoint does not depend on it)] [--tokens FILE.u16 | --text FILE [--windows 256]]\n"
     "       [--max-shard-size 5GB (output shards, Hugging Face naming and index)]\n"
     "       [--max-memory SIZE (refuse, before any work, a run whose printed estimate is larger)]\n"
@@ -193,6 +193,7 @@ int run_quantize_model(const mxq::cli::args_t& raw) {
   if (!mxq::is_known_format(format)) throw mxq::error("unknown format '" + format + "' (see `mxq formats`)");
   const std::string method = a.get("method", "rtn");
   mxq::recipe rc = mxq::cli::recipe_from_args(a);
+  mxq::cli::check_scale_rule(format, rc);
   if (exporting) mxq::cli::check_exportable(out_format, format, rc.act ? rc.act.name : "");
   mxq::llm::model_options mo = model_options_from(a, rc);
   if (fs::exists(out_dir) && !fs::is_directory(out_dir))

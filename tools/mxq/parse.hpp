@@ -8,7 +8,7 @@
 //   --alpha A  --alpha-grid  SmoothQuant migration strength / search the 21-point grid
 //   --awq-gptq off|verify|grid   AWQ before GPTQ (default off, the reference recipe)
 //   --damp --block --act-order --order none|blockwise|global --static-scales --mse-weights
-//   --scale-rule floor|ceil|mse  --rounding even|away|zero|stochastic
+//   --scale-rule floor|ceil|mse|4over6  --rounding even|away|zero|stochastic
 #pragma once
 #include <array>
 #include <initializer_list>
@@ -48,8 +48,9 @@ inline constexpr std::array<std::pair<std::string_view, rounding>, 7> rounding_n
     {"toward_zero", rounding::toward_zero},
     {"stochastic", rounding::stochastic},
 }};
-inline constexpr std::array<std::pair<std::string_view, scale_rule>, 3> scale_rule_names{{
-    {"floor", scale_rule::floor}, {"ceil", scale_rule::ceil}, {"mse", scale_rule::mse}}};
+inline constexpr std::array<std::pair<std::string_view, scale_rule>, 5> scale_rule_names{{
+    {"floor", scale_rule::floor}, {"ceil", scale_rule::ceil}, {"mse", scale_rule::mse}, {"4over6", scale_rule::four_over_six},
+    {"four_over_six", scale_rule::four_over_six}}};
 inline constexpr std::array<std::pair<std::string_view, act_order>, 6> act_order_names{{
     {"none", act_order::none}, {"off", act_order::none}, {"blockwise", act_order::blockwise}, {"block", act_order::blockwise}, {"global", act_order::global}, {"static", act_order::global}}};
 inline constexpr std::array<std::pair<std::string_view, mse_weighting>, 4> mse_weighting_names{{
@@ -169,6 +170,16 @@ inline recipe recipe_from_args(const parsed_args& a, const std::string& default_
   if (rc.gptq) rc.gptq->options = g;
   rc.threads = g.threads;
   return rc;
+}
+
+// Before any work: the recipe's scale rule is one the format's block scales have (4/6 needs
+// UE4M3 scales, i.e. nvfp4).
+inline void check_scale_rule(const std::string& format, const recipe& rc) {
+  visit_format(format, [&](auto tag) {
+    using F = typename decltype(tag)::type;
+    if (!scale_supports<typename F::scale>(rc.weight_opt.scale_rule))
+      throw std::runtime_error("--scale-rule 4over6 needs a format with UE4M3 block scales (nvfp4), not " + format);
+  });
 }
 
 }  // namespace mxq::cli

@@ -73,6 +73,7 @@ struct e8m0_scale {
                                   from_exponent(e_floor - 2)};
         return detail::pick_least_error<E>(x, w, opt, c);
       }
+      case scale_rule::four_over_six: break;  // not for E8M0: the entry points refuse it (scale_supports)
     }
     return from_exponent(e_floor);
   }
@@ -100,14 +101,19 @@ struct ue4m3_scale {
     return {decode(code, t), code, 0, false};
   }
 
+  static constexpr bool supports_four_over_six = true;
+
   // FP32 tensor scale for a whole matrix (finite values only; all-zero gives 1, never 0/0):
   // amax / (max element * 448), or the next float up whose fp32 reciprocal inverts back to it
   // (most are already): compressed-tensors stores this scale as its divisor 1/s and vLLM inverts
   // that on load, so the engine runs with exactly s. Never smaller: amax / (6 s) stays <= 448.
+  // Under scale_rule::four_over_six the divisor is max element * 256 (the 4/6 paper's): a block
+  // scale of amax / (4 s) is then at most 384.
   template <class E>
-  static tensor_params tensor_scale(float amax_finite) noexcept {
+  static tensor_params tensor_scale(float amax_finite, scale_rule rule = scale_rule::floor) noexcept {
     if constexpr (!TensorScale) return {};
-    float s = amax_finite / (element_codec<E>::max_value * 448.0f);
+    const float top = rule == scale_rule::four_over_six ? 256.0f : 448.0f;
+    float s = amax_finite / (element_codec<E>::max_value * top);
     if (!(std::isfinite(s) && s > 0.0f)) return {1.0f};
     for (int k = 0; k < 64 && 1.0f / (1.0f / s) != s; ++k) s = std::nextafter(s, std::numeric_limits<float>::infinity());
     return {s};
@@ -140,6 +146,15 @@ struct ue4m3_scale {
         for (int d : {0, 1, -1, 2, -2, 3, -3})
           if (code + d >= 1 && code + d <= max_code) c[n++] = from_code(static_cast<std::uint32_t>(code + d), t);
         return detail::pick_least_error<E>(x, w, opt, std::span<const block_params>(c, static_cast<std::size_t>(n)));
+      }
+      case scale_rule::four_over_six: {
+        // The block max on the largest magnitude (the rule above) or on the next one down (4 of
+        // E2M1's 6): the lower error wins, the first on ties.
+        constexpr float next_down = C::magnitudes[C::magnitudes.size() - 2];
+        int c4 = detail::round_magnitude<e4m3>(static_cast<double>(amax / (next_down * ts)), 1.0, rounding::nearest_even, rne);
+        c4 = std::clamp(c4, 1, int{max_code});
+        const block_params c[] = {from_code(static_cast<std::uint32_t>(code), t), from_code(static_cast<std::uint32_t>(c4), t)};
+        return detail::pick_least_error<E>(x, w, opt, c);
       }
     }
     return from_code(static_cast<std::uint32_t>(code), t);
@@ -217,6 +232,7 @@ struct float_scale {
       }
     };
     if (opt.scale_rule != scale_rule::mse) return make(xmin, xmax);  // min-max never clips: ceil == floor
+                                                                     // (4/6: refused at the entry points)
     // GPTQ's grid: shrink the range by p = 1.00, 0.99, ..., 0.21 and keep the least error.
     block_params cands[80];
     for (int i = 0; i < 80; ++i) {

@@ -559,12 +559,12 @@ constexpr bool can_dequantize() noexcept {
 
 // Tensor parameters as compute_tensor_params computes them (vectorised amax).
 template <class F, class T>
-tensor_params tensor_params_of(matrix_view<const T> x) {
+tensor_params tensor_params_of(matrix_view<const T> x, scale_rule rule = scale_rule::floor) {
   if constexpr (!F::scale::has_tensor_scale) {
-    (void)x;
+    (void)x, (void)rule;
     return {};
   } else {
-    return F::scale::template tensor_scale<typename F::element>(detail::finite_amax(x));
+    return F::scale::template tensor_scale<typename F::element>(detail::finite_amax(x), rule);
   }
 }
 

@@ -527,7 +527,7 @@ double quantize_model_streaming(const model_reader& src, std::span<const token_i
         const auto [rows, cols] = expected_linear_shape(src.config(), l);
         members_of.emplace_back(tensor_prefix(li, l), rows, cols);
       }
-      const tensor_params shared = shared_stored_tensor_params<F>(src.source(), members_of);
+      const tensor_params shared = shared_stored_tensor_params<F>(src.source(), members_of, run.finish_rc.weight_opt.scale_rule);
       for (const auto& [prefix, rows, cols] : members_of)
         q.linears.emplace_back(prefix, quantize_stored<F>(src.source(), prefix, rows, cols, run.finish_rc.weight_opt,
                                                           static_cast<int>(run.threads), &shared));

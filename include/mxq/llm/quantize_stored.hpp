@@ -98,8 +98,8 @@ packed_matrix<F> quantize_in_place(const checkpoint& ck, const std::string& name
                                    quant_options opt, int threads, const tensor_params* tensor) {
   const T* data = reinterpret_cast<const T*>(ck.bytes(name).data());
   const matrix_view<const T> x(data, rows, cols);
-  mxq::detail::check_weights(opt, cols);
-  packed_matrix<F> q(rows, cols, tensor ? *tensor : kernel::tensor_params_of<F>(x));
+  mxq::detail::check_options<F>(opt, cols);
+  packed_matrix<F> q(rows, cols, tensor ? *tensor : kernel::tensor_params_of<F>(x, opt.scale_rule));
   opt.threads = 1;  // the slices are the parallel unit
   const std::size_t slice = std::max<std::size_t>(1, (std::size_t{256} << 10) / std::max<std::size_t>(cols * sizeof(T), 1));
   constexpr std::size_t none = std::numeric_limits<std::size_t>::max();
@@ -156,9 +156,10 @@ packed_matrix<F> quantize_stored(const checkpoint& ck, const std::string& prefix
 // the dtype allows; {} for formats without a tensor scale.
 template <format_type F, class Formats = predefined_formats>
 tensor_params shared_stored_tensor_params(const checkpoint& ck,
-                                          const std::vector<std::tuple<std::string, std::size_t, std::size_t>>& linears) {
+                                          const std::vector<std::tuple<std::string, std::size_t, std::size_t>>& linears,
+                                          scale_rule rule = scale_rule::floor) {
   if constexpr (!F::scale::has_tensor_scale) {
-    (void)ck, (void)linears;
+    (void)ck, (void)linears, (void)rule;
     return {};
   } else {
     namespace ds = mxq::detail::stored;
@@ -180,7 +181,7 @@ tensor_params shared_stored_tensor_params(const checkpoint& ck,
         amax = std::max(amax, kernel::detail::finite_amax(v));
       }
     }
-    return F::scale::template tensor_scale<typename F::element>(amax);
+    return F::scale::template tensor_scale<typename F::element>(amax, rule);
   }
 }
 

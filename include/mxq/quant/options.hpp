@@ -23,7 +23,19 @@ enum class scale_rule {
   floor,  // OCP: 2^(floor(log2 amax) - emax); NVFP4: RNE(amax / 6 / tensor scale); INT: min-max
   ceil,   // smallest scale that does not clip the block maximum (NVIDIA/torchao RCEIL)
   mse,    // per block, the candidate scale with the least (weighted) squared error
+  // "4/6" (arXiv 2512.02010), UE4M3-scaled formats (NVFP4) only: per block, the scale that maps
+  // the block max to the largest element magnitude (6) or to the next one down (4), whichever
+  // has the smaller (weighted) squared error; the tensor scale is computed against 256 instead
+  // of 448 so that the larger block scale (amax / 4) still fits E4M3.
+  four_over_six,
 };
+
+// Whether scale encoding S can choose its blocks' scales by `r` (4/6 needs an E4M3 block scale).
+template <class S>
+constexpr bool scale_supports(scale_rule r) noexcept {
+  if constexpr (requires { S::supports_four_over_six; }) return r != scale_rule::four_over_six || S::supports_four_over_six;
+  else return r != scale_rule::four_over_six;
+}
 
 struct quant_options {
   mxq::rounding rounding = mxq::rounding::nearest_even;
