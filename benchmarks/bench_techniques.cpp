@@ -10,6 +10,7 @@
 // - qep_add2048 / qep_correct: QEP's statistics for 2048 tokens, and the correction's solve.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <chrono>
 #include <random>
 #include <vector>
@@ -53,11 +54,14 @@ double seconds(Fn&& fn) {
   fn();
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
-double gptq_mxfp4_seconds() {
+double gptq_mxfp4_seconds() {  // the better of two runs: the first also pays for page faults
   static const double s = [] {
     mxq::gptq_options o;
     o.threads = threads;
-    return seconds([&] { benchmark::DoNotOptimize(mxq::gptq<mxq::mxfp4>(data().wv(), data().hv(), o).loss); });
+    double best = 1e30;
+    for (int k = 0; k < 2; ++k)
+      best = std::min(best, seconds([&] { benchmark::DoNotOptimize(mxq::gptq<mxq::mxfp4>(data().wv(), data().hv(), o).loss); }));
+    return best;
   }();
   return s;
 }
@@ -108,19 +112,19 @@ void BM_technique_hadamard_x2048(benchmark::State& s) {
 }
 void BM_technique_qep_add2048(benchmark::State& s) {
   run(s, [] {
-    mxq::qep_accumulator acc(n);
+    mxq::qep_accumulator acc(n, threads);
     acc.add(mxq::matrix_view<const float>(data().x.data(), tokens, n), mxq::matrix_view<const float>(data().xq.data(), tokens, n));
     benchmark::DoNotOptimize(acc.tokens());
   });
 }
 void BM_technique_qep_correct(benchmark::State& s) {
   static mxq::qep_accumulator acc = [] {
-    mxq::qep_accumulator a(n);
+    mxq::qep_accumulator a(n, threads);
     a.add(mxq::matrix_view<const float>(data().x.data(), tokens, n), mxq::matrix_view<const float>(data().xq.data(), tokens, n));
     return a;
   }();
   std::vector<float> w = data().w;
-  run(s, [&] { mxq::qep_correct(mxq::matrix_view<float>(w.data(), n, n), acc, {0.5f, 1.0f}); });
+  run(s, [&] { mxq::qep_correct(mxq::matrix_view<float>(w.data(), n, n), acc, {0.5f, 1.0f, threads}); });
 }
 
 #define MXQ_TECHNIQUE(name) BENCHMARK(name)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1)

@@ -64,7 +64,7 @@ TEST_CASE("qep: alpha 1 without damping is the least-squares weight for the quan
   acc.add(matrix_view<const float>(x.data() + 120 * in, 80, in), matrix_view<const float>(xq.data() + 120 * in, 80, in));
   CHECK(acc.tokens() == t);
   std::vector<float> wc = w;
-  mxq::qep_correct(matrix_view<float>(wc.data(), out, in), acc, {1.0f, 0.0f});
+  mxq::qep_correct(matrix_view<float>(wc.data(), out, in), acc, {1.0f, 0.0f, 1});
   // Independent: solve X̂ W'ᵀ = X Wᵀ in the least-squares sense by column-pivoted QR.
   Eigen::MatrixXd X(t, in), XQ(t, in), W(out, in);
   for (std::size_t i = 0; i < t; ++i)
@@ -78,7 +78,7 @@ TEST_CASE("qep: alpha 1 without damping is the least-squares weight for the quan
   CHECK(err / mag < 1e-4);
   // And alpha 0.5 moves half the way (no damping).
   std::vector<float> wh = w;
-  mxq::qep_correct(matrix_view<float>(wh.data(), out, in), acc, {0.5f, 0.0f});
+  mxq::qep_correct(matrix_view<float>(wh.data(), out, in), acc, {0.5f, 0.0f, 1});
   for (std::size_t i = 0; i < w.size(); i += 7) CHECK(std::abs(wh[i] - 0.5f * (w[i] + wc[i])) < 1e-4f * mag);
 }
 
@@ -121,6 +121,21 @@ TEST_CASE("qep: on a 2-layer toy, correcting the second layer for the first's er
     CHECK(e_qep < 0.95 * e_plain);
     CHECK(f_qep < 0.95 * f_plain);
   }
+}
+
+TEST_CASE("qep: the same bytes for any thread count", "[qep]") {
+  const std::size_t t = 300, in = 640, out = 200;  // several strips and row blocks, ragged ends
+  const std::vector<float> x = randn(t * in, 11), xq = randn(t * in, 12), w = randn(out * in, 13);
+  std::vector<float> got[3];
+  for (int threads : {1, 2, 3}) {
+    mxq::qep_accumulator acc(in, threads);
+    acc.add(matrix_view<const float>(x.data(), t, in), matrix_view<const float>(xq.data(), t, in));
+    got[threads - 1] = w;
+    mxq::qep_correct(matrix_view<float>(got[threads - 1].data(), out, in), acc, {0.5f, 0.01f, threads});
+  }
+  CHECK(got[0] != w);
+  CHECK(got[0] == got[1]);
+  CHECK(got[0] == got[2]);
 }
 
 TEST_CASE("qep: shapes that do not match, non-finite inputs and bad parameters are named errors", "[qep]") {

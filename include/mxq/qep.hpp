@@ -16,30 +16,36 @@
 //   auto q = mxq::gptq<F>(W, H_of_xq);                 // or any quantizer
 //
 // The two statistics are summed in float over batches (like the GPTQ Hessian, the scale of both
-// cancels in H⁻¹H_δ); the solve runs in double (Cholesky of H + λI). Memory: two [in, in] float
-// matrices while accumulating, one [in, in] and one [out, in] double during the solve.
+// cancels in H⁻¹H_δ), in column strips of GEMMs over threads; the correction factors H + λI with
+// GPTQ's blocked Cholesky and solves row blocks of W·H_δ over threads. Every piece is cut the
+// same way whatever the thread count, so the result does not depend on it. Memory: two [in, in]
+// float matrices, plus one [in, in] and one [out, in] during the correction.
 #pragma once
 #include <Eigen/Dense>
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <string>
 
 #include "config.hpp"
 #include "matrix_view.hpp"
+#include "solver/factor.hpp"
+#include "solver/parallel.hpp"
 
 namespace mxq {
 
 struct qep_options {
   float alpha = 0.5f;  // fraction of the correction applied (0: none)
   float damp = 1.0f;   // λ as a fraction of mean(diag H)
+  int threads = 1;     // 0: every core; the result does not depend on it
 };
 
 class qep_accumulator {
  public:
-  explicit qep_accumulator(std::size_t in_features)
-      : n_(in_features), h_(Eigen::MatrixXf::Zero(static_cast<Eigen::Index>(in_features), static_cast<Eigen::Index>(in_features))),
-        hd_(h_) {}
+  explicit qep_accumulator(std::size_t in_features, int threads = 1)
+      : n_(in_features), threads_(detail::resolve_threads(threads)),
+        h_(Eigen::MatrixXf::Zero(static_cast<Eigen::Index>(in_features), static_cast<Eigen::Index>(in_features))), hd_(h_) {}
 
   std::size_t size() const noexcept { return n_; }
   std::size_t tokens() const noexcept { return tokens_; }
@@ -60,8 +66,12 @@ class qep_accumulator {
           throw error("qep_accumulator::add: row " + std::to_string(tokens_ + static_cast<std::size_t>(r)) + " holds a non-finite value");
         xf(r, c) = b, xd(r, c) = a - b;
       }
-    h_.noalias() += xf.transpose() * xf;
-    hd_.noalias() += xd.transpose() * xf;
+    constexpr Eigen::Index strip = 256;  // column strips of both products, over threads
+    detail::parallel_for(static_cast<std::size_t>((n + strip - 1) / strip), threads_, [&](std::size_t t) {
+      const Eigen::Index c0 = static_cast<Eigen::Index>(t) * strip, w = std::min(strip, n - c0);
+      h_.middleCols(c0, w).noalias() += xf.transpose() * xf.middleCols(c0, w);
+      hd_.middleCols(c0, w).noalias() += xd.transpose() * xf.middleCols(c0, w);
+    });
     tokens_ += x.rows;
   }
 
@@ -70,6 +80,7 @@ class qep_accumulator {
 
  private:
   std::size_t n_, tokens_ = 0;
+  int threads_;
   Eigen::MatrixXf h_, hd_;
 };
 
@@ -82,22 +93,27 @@ inline void qep_correct(matrix_view<float> w, const qep_accumulator& acc, const 
   if (opt.alpha == 0.0f) return;  // exactly the uncorrected weight
   if (acc.tokens() == 0) throw error("qep_correct: no calibration tokens were added");
   const auto n = static_cast<Eigen::Index>(acc.size()), out = static_cast<Eigen::Index>(w.rows);
-  Eigen::MatrixXd a = acc.h().cast<double>();
-  const double lambda = opt.damp * a.diagonal().mean();
-  a.diagonal().array() += lambda;
-  Eigen::MatrixXd wd(out, n);
-  for (Eigen::Index r = 0; r < out; ++r)
-    for (Eigen::Index c = 0; c < n; ++c) wd(r, c) = w(static_cast<std::size_t>(r), static_cast<std::size_t>(c));
-  // Z = W H_δ (H + λI)⁻¹  <=>  (H + λI) Zᵀ = H_δᵀ Wᵀ (H + λI symmetric).
-  const Eigen::MatrixXd m = acc.h_delta().cast<double>().transpose() * wd.transpose();
-  const Eigen::LDLT<Eigen::MatrixXd> f(a);
-  if (f.info() != Eigen::Success || !(f.vectorD().array() > 0.0).all())
+  const int threads = detail::resolve_threads(opt.threads);
+  Eigen::MatrixXf a = acc.h();
+  const double lambda = static_cast<double>(opt.damp) * a.diagonal().cast<double>().mean();
+  a.diagonal().array() += static_cast<float>(lambda);
+  if (!detail::cholesky_lower_inplace(a, threads))
     throw error("qep_correct: H + λI is not positive definite (raise damp; inputs that never vary give a singular H)");
-  const Eigen::MatrixXd z = f.solve(m);  // [in, out]
-  for (Eigen::Index r = 0; r < out; ++r)
-    for (Eigen::Index c = 0; c < n; ++c)
-      w(static_cast<std::size_t>(r), static_cast<std::size_t>(c)) =
-          static_cast<float>(wd(r, c) + static_cast<double>(opt.alpha) * z(c, r));
+  const Eigen::MatrixXf& f = a;  // the factor in its lower triangle
+  // Row blocks of W: Zᵀ = (H + λI)⁻¹ H_δᵀ Wᵀ = L⁻ᵀ L⁻¹ (W H_δ)ᵀ, then W += α Z.
+  constexpr Eigen::Index rows_per_task = 64;
+  detail::parallel_for(static_cast<std::size_t>((out + rows_per_task - 1) / rows_per_task), threads, [&](std::size_t t) {
+    const Eigen::Index r0 = static_cast<Eigen::Index>(t) * rows_per_task, rb = std::min(rows_per_task, out - r0);
+    Eigen::MatrixXf wt(n, rb);  // the block's rows, transposed
+    for (Eigen::Index r = 0; r < rb; ++r)
+      for (Eigen::Index c = 0; c < n; ++c) wt(c, r) = w(static_cast<std::size_t>(r0 + r), static_cast<std::size_t>(c));
+    Eigen::MatrixXf zt = acc.h_delta().transpose() * wt;  // (W H_δ)ᵀ
+    f.triangularView<Eigen::Lower>().solveInPlace(zt);
+    f.transpose().triangularView<Eigen::Upper>().solveInPlace(zt);
+    for (Eigen::Index r = 0; r < rb; ++r)
+      for (Eigen::Index c = 0; c < n; ++c)
+        w(static_cast<std::size_t>(r0 + r), static_cast<std::size_t>(c)) = wt(c, r) + opt.alpha * zt(c, r);
+  });
 }
 
 }  // namespace mxq
