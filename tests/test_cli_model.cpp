@@ -104,6 +104,9 @@ TEST_CASE("model commands: bad input gives one line and a non-zero exit", "[cli]
       {"quantize-model " + model + " --format mxfp4 --method gptq+awq --out /tmp/x", "steps must appear once each, in the order"},
       {"quantize-model " + model + " --format mxfp4 --method awq+foo --out /tmp/x", "unknown step 'foo'"},
       {"quantize-model " + model + " --format mxfp4 --method gptq --out /tmp/x", "needs calibration tokens: --calib"},
+      {"quantize-model " + model + " --format mxfp4 --method gptq --qep-alpha 0.3 --out /tmp/x", "need --qep"},
+      {"quantize-model " + model + " --format mxfp4 --method gptq --qep --qep-alpha 2 --out /tmp/x", "--qep-alpha must be in [0, 1]"},
+      {"quantize-model " + model + " --format mxfp4 --method rtn --scale-rule 4over6 --out /tmp/x", "needs a format with UE4M3 block scales"},
       {"quantize-model " + model + " --format mxfp4 --method gptq --calib /nonexistent.u16 --out /tmp/x", "/nonexistent.u16"},
       {"quantize-model " + model + " --format mxfp4 --method gptq --awq-gptq maybe " + calib + " --out /tmp/x", "maybe"},
       {"quantize-model " + model + " --format mxfp4 --out examples/models/code-llama/config.json", "--out exists and is not a directory"},
@@ -125,7 +128,7 @@ TEST_CASE("every command prints its usage for --help and exits 0", "[cli][model]
   }
 }
 
-TEST_CASE("quantize-model: RTN needs no calibration; bad requests fail before any work", "[cli][model]") {
+TEST_CASE("quantize-model: RTN needs no calibration and bad requests fail before any work", "[cli][model]") {
   const fs::path out = scratch() / "rtn";
   const auto r = run_cli("quantize-model " + model + " --format mxint4 --method rtn --out " + out.string());
   INFO(r.err);

@@ -50,7 +50,7 @@ TEST_CASE("hadamard: each block is the Sylvester matrix / sqrt(B), orthonormal",
   }
 }
 
-TEST_CASE("hadamard: rotating twice gives the matrix back; a rotated linear computes the same outputs", "[hadamard]") {
+TEST_CASE("hadamard: rotating twice gives the matrix back and a rotated linear computes the same outputs", "[hadamard]") {
   const std::size_t out = 48, in = 256, tokens = 40;
   for (std::size_t B : {16u, 32u, 128u}) {
     INFO("block " << B);
@@ -80,7 +80,7 @@ TEST_CASE("hadamard: rotating twice gives the matrix back; a rotated linear comp
   }
 }
 
-TEST_CASE("hadamard: the same bytes for any thread count; one vector as one row", "[hadamard]") {
+TEST_CASE("hadamard: the same bytes for any thread count and one vector as one row", "[hadamard]") {
   const std::size_t rows = 300, cols = 512;
   const std::vector<float> m0 = random_matrix(rows, cols, 3);
   std::vector<float> a = m0, b = m0, c = m0;

@@ -170,7 +170,7 @@ TEST_CASE("gemm: shape errors are reported", "[kernel][gemm]") {
   CHECK_THROWS_AS(mxq::gemv(w, std::span<const float>(x), std::span<float>(y)), mxq::error);
 }
 
-TEST_CASE("gemm: results do not depend on the thread count; concurrent callers are safe", "[kernel][gemm]") {
+TEST_CASE("gemm: results do not depend on the thread count and concurrent callers are safe", "[kernel][gemm]") {
   std::mt19937 rng(5);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   const std::size_t rows = 203, cols = 512, batch = 6;

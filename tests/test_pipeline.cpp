@@ -380,36 +380,43 @@ TEST_CASE("pipeline: RTN straight from the stored bytes is quantize of the fp32 
   CHECK_THROWS_WITH(quantize_stored<mxfp4>(ck, "none", R, C), Catch::Contains("'none.weight'"));
 }
 
+// One streamed run into `out` with its journal (key `key`), stopped as if killed once `stop_after`
+// layers are done (returns false then), or resumed at `first` with the journal's activations.
+bool streamed_run(const model_reader& src, std::span<const token_id> calib, const recipe& rc, const fs::path& out,
+                  const std::string& key, std::size_t stop_after, std::size_t first, RowMajorMatrixXf hidden) {
+  quantized_checkpoint_writer<mxint4> w(out, model_dir, src.config(), src.source(), {}, 1'000'000, resumable::yes);
+  w.resume_layers(first);
+  run_journal j(out, key);
+  stream_options so;
+  so.first_layer = first;
+  so.hidden = std::move(hidden);
+  struct stop {};
+  so.layer_done = [&](std::size_t done, const RowMajorMatrixXf& h) {
+    w.flush();
+    j.save(done, h);
+    if (done == stop_after) throw stop{};  // as if killed here (the writer keeps its partial files)
+  };
+  const layer_sink<mxint4> sink = [&](std::size_t li, const decoder_layer_weights& L, quantized_model<mxint4>& q) {
+    for (const auto& [name, p] : q.linears) w.put_linear(name, p);
+    w.put_layer(li, L);
+  };
+  try {
+    quantize_model_streaming<mxint4>(src, calib, rc, sink, {}, so);
+  } catch (const stop&) {
+    return false;
+  }
+  w.finish(src.final_norm());
+  j.finish();
+  return true;
+}
+
 TEST_CASE("pipeline: a streamed run resumed from its journal writes the uninterrupted checkpoint", "[pipeline][stream][resume]") {
   const mxq::test::temp_dir dir("journal");
   const auto calib = first_windows("code-calib-128x256.u16", 2);
   const recipe rc = make(false, true, true);
   const model_reader src(model_dir);
   auto run = [&](const fs::path& out, std::size_t stop_after, std::size_t first, RowMajorMatrixXf hidden) {
-    quantized_checkpoint_writer<mxint4> w(out, model_dir, src.config(), src.source(), {}, 1'000'000, resumable::yes);
-    w.resume_layers(first);
-    run_journal j(out, "key-1");
-    stream_options so;
-    so.first_layer = first;
-    so.hidden = std::move(hidden);
-    struct stop {};
-    so.layer_done = [&](std::size_t done, const RowMajorMatrixXf& h) {
-      w.flush();
-      j.save(done, h);
-      if (done == stop_after) throw stop{};  // as if killed here (the writer keeps its partial files)
-    };
-    const layer_sink<mxint4> sink = [&](std::size_t li, const decoder_layer_weights& L, quantized_model<mxint4>& q) {
-      for (const auto& [name, p] : q.linears) w.put_linear(name, p);
-      w.put_layer(li, L);
-    };
-    try {
-      quantize_model_streaming<mxint4>(src, calib, rc, sink, {}, so);
-    } catch (const stop&) {
-      return false;
-    }
-    w.finish(src.final_norm());
-    j.finish();
-    return true;
+    return streamed_run(src, calib, rc, out, "key-1", stop_after, first, std::move(hidden));
   };
   REQUIRE(run(dir / "full", 99, 0, {}));
   REQUIRE(!run(dir / "part", 3, 0, {}));
@@ -433,6 +440,52 @@ TEST_CASE("pipeline: a streamed run resumed from its journal writes the uninterr
   stream_options so;
   so.first_layer = 2, so.hidden = wrong;
   CHECK_THROWS_WITH(quantize_model_streaming<mxint4>(src, calib, rc, {}, {}, so), Catch::Contains("to resume at layer 2"));
+}
+
+TEST_CASE("pipeline: QEP at alpha 0 is plain GPTQ bit for bit and its correction lowers perplexity and resumes", "[pipeline][qep]") {
+  const auto calib = first_windows("code-calib-128x256.u16", 8);
+  auto with_qep = [](recipe r, float alpha, float damp = 1.0f) {
+    r.qep = st::qep{};
+    r.qep->options.alpha = alpha, r.qep->options.damp = damp;
+    return r;
+  };
+  auto run = [&](const recipe& rc) {
+    model_weights w = original();
+    quantize_model<mxint4>(w, calib, rc);
+    return w;
+  };
+  const model_weights gptq = run(make(false, false, true)), gptq0 = run(with_qep(make(false, false, true), 0.0f));
+  for (std::size_t li = 0; li < gptq.layers.size(); ++li)
+    for (linear l : all_linears) REQUIRE(gptq.layers[li][l].weight == gptq0.layers[li][l].weight);
+  const double p_rtn = ppl(run(make(false, false, false))), p_qep_rtn = ppl(run(with_qep(make(false, false, false), 0.5f)));
+  const double p_gptq = ppl(gptq), p_qep_gptq = ppl(run(with_qep(make(false, false, true), 0.5f)));
+  INFO("mxint4 rtn " << p_rtn << " qep+rtn " << p_qep_rtn << " gptq " << p_gptq << " qep+gptq " << p_qep_gptq);
+  CHECK(p_qep_rtn < p_rtn);
+  CHECK(with_qep(make(false, false, true), 0.5f).name() == "qep+gptq");
+  // One group alone has no upstream error to correct: quantize_group says so.
+  const row_matrix_f x = row_matrix_f::Random(64, 256), wq = row_matrix_f::Random(32, 256);
+  CHECK_THROWS_WITH(quantize_group<mxint4>(std::vector<row_matrix_f>{wq}, x, with_qep(make(false, false, true), 0.5f)),
+                    Catch::Contains("quantize_model"));
+
+  // Streamed and resumed: both streams go through the journal ([quantized; full precision]).
+  const mxq::test::temp_dir dir("journal-qep");
+  const auto c2 = first_windows("code-calib-128x256.u16", 2);
+  const recipe rc = with_qep(make(false, false, true), 0.5f, 0.01f);
+  const model_reader src(model_dir);
+  auto stream = [&](const fs::path& out, std::size_t stop_after, std::size_t first, RowMajorMatrixXf hidden) {
+    return streamed_run(src, c2, rc, out, "key-qep", stop_after, first, std::move(hidden));
+  };
+  REQUIRE(stream(dir / "full", 99, 0, {}));
+  REQUIRE(!stream(dir / "part", 2, 0, {}));
+  const auto p = run_journal(dir / "part", "key-qep").load();
+  REQUIRE(p);
+  CHECK(p->hidden.rows() == 2 * 512);
+  REQUIRE(stream(dir / "part", 99, p->layers_done, p->hidden));
+  for (const auto& e : fs::directory_iterator(dir / "full"))
+    CHECK(mxq::test::slurp(e.path()) == mxq::test::slurp(dir / "part" / e.path().filename()));
+  stream_options so;
+  so.first_layer = 2, so.hidden = RowMajorMatrixXf(512, src.config().hidden_size);  // one stream only
+  CHECK_THROWS_WITH(quantize_model_streaming<mxint4>(src, c2, rc, {}, {}, so), Catch::Contains("expected 1024x"));
 }
 
 TEST_CASE("pipeline: a streamed writer that is not finished leaves no checkpoint behind", "[pipeline][stream]") {

@@ -49,6 +49,7 @@
 #include "detail/instances.hpp"
 #include "format/block.hpp"
 #include "gptq.hpp"
+#include "qep.hpp"
 #include "hessian.hpp"
 #include "matrix_view.hpp"
 #include "packed.hpp"
@@ -89,6 +90,14 @@ struct gptq {
   gptq_options options{};  // damping 1 % of mean diag, lazy blocks of 128, variant A scales
 };
 
+// QEP (qep.hpp): before each group is finished, its weights are corrected for the error the
+// quantized layers before it made, from the full-precision model's inputs beside the quantized
+// model's. A whole-model step: mxq::llm::quantize_model runs both streams; quantize_group, which
+// sees one input, refuses it.
+struct qep {
+  qep_options options{};  // alpha 0.5, damp 1 (100 % of mean diag H): the paper's defaults
+};
+
 struct rtn {};  // round to nearest (what finishes a recipe without gptq)
 
 // Activation format A, fake-quantized per token in blocks of A::block_size along the input dimension.
@@ -108,6 +117,7 @@ template <class T>
 concept recipe_step = std::is_same_v<std::remove_cvref_t<T>, step::smoothquant> ||
                       std::is_same_v<std::remove_cvref_t<T>, step::awq> ||
                       std::is_same_v<std::remove_cvref_t<T>, step::gptq> ||
+                      std::is_same_v<std::remove_cvref_t<T>, step::qep> ||
                       std::is_same_v<std::remove_cvref_t<T>, step::rtn> ||
                       std::is_same_v<std::remove_cvref_t<T>, activation_quant> ||
                       is_act_step<std::remove_cvref_t<T>>::value;
@@ -119,6 +129,7 @@ struct recipe {
   std::optional<step::smoothquant> smoothquant{};
   std::optional<step::awq> awq{};
   std::optional<step::gptq> gptq{};
+  std::optional<step::qep> qep{};
   activation_quant act{};        // empty: fp32 activations
   quant_options weight_opt{};    // rounding / scale rule of RTN and of the searches' fake-quant
   int threads = 0;               // threads of the SmoothQuant/AWQ searches (0 = all; GPTQ: gptq.options.threads)
@@ -132,13 +143,14 @@ struct recipe {
   recipe& add(step::smoothquant s) { smoothquant = std::move(s); return *this; }
   recipe& add(step::awq a) { awq = std::move(a); return *this; }
   recipe& add(step::gptq g) { gptq = std::move(g); return *this; }
+  recipe& add(step::qep q) { qep = std::move(q); return *this; }
   recipe& add(step::rtn) { gptq.reset(); return *this; }
   recipe& add(activation_quant a) { act = std::move(a); return *this; }
   template <format_type A>
   recipe& add(const step::act<A>& a) { act = make_activation_quant<A>(a.options); return *this; }
 
   // Whether anything needs calibration inputs (plain RTN does not).
-  bool calibrates() const noexcept { return smoothquant || awq || gptq; }
+  bool calibrates() const noexcept { return smoothquant || awq || gptq || qep; }
   // Whether AWQ's clip search runs (automatic: when RTN finishes the weights).
   bool clips() const noexcept {
     return awq && (awq->clip == step::awq::clip_mode::on || (awq->clip == step::awq::clip_mode::automatic && !gptq));
@@ -160,11 +172,13 @@ struct recipe {
     return o;
   }
 
-  // "sq+awq+gptq", "awq+rtn", "rtn", ...; with "/a:<format>" when activations are quantized.
+  // "sq+awq+gptq", "awq+rtn", "qep+gptq", "rtn", ...; with "/a:<format>" when activations are
+  // quantized.
   std::string name() const {
     std::string n;
     if (smoothquant) n += "sq+";
     if (awq) n += "awq+";
+    if (qep) n += "qep+";
     n += gptq ? "gptq" : "rtn";
     if (act) n += "/a:" + act.name;
     return n;
@@ -427,6 +441,10 @@ template <format_type F, class Layout = lsb_first_layout>
 group_result<F, Layout> quantize_group(std::span<const matrix_view<const float>> weights, matrix_view<const float> x,
                                        const recipe& rc, const group_options& go = {}) {
   namespace dc = detail::calib;
+  if (rc.qep)
+    throw error((go.name.empty() ? std::string("quantize_group") : "quantize_group '" + go.name + "'") +
+                ": the qep step corrects for the layers before this one, which one group does not have: run the "
+                "recipe through mxq::llm::quantize_model");
   group_scaling<F, Layout> sc = scale_group<F, Layout>(weights, x, rc, go);
   group_result<F, Layout> res;
   row_matrix_f xs = dc::to_eigen(x);

@@ -157,6 +157,7 @@ constexpr const char* quantize_model_usage =
     "       [--act-format NAME] [--alpha 0.5] [--alpha-grid] [--awq-gptq off|verify|grid] [--awq-loss block|linear]\n"
     "       [--awq-windows 16] [--damp 0.01] [--block 128] [--act-order] [--order none|blockwise|global]\n"
     "       [--static-scales] [--mse-weights hseq|hinv|hdiag|uniform] [--scale-rule floor|ceil|mse|4over6]\n"
+    "       [--qep [--qep-alpha 0.5] [--qep-damp 1.0] (QEP: correct each group for the error upstream)]\n"
     "       [--threads N (0 = every core; the checkpoint does not depend on it)] [--tokens FILE.u16 | --text FILE [--windows 256]]\n"
     "       [--max-shard-size 5GB (output shards, Hugging Face naming and index)]\n"
     "       [--max-memory SIZE (refuse, before any work, a run whose printed estimate is larger)]\n"

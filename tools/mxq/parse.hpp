@@ -11,6 +11,7 @@
 //   --scale-rule floor|ceil|mse|4over6  --rounding even|away|zero|stochastic
 #pragma once
 #include <array>
+#include <cmath>
 #include <initializer_list>
 #include <optional>
 #include <set>
@@ -99,8 +100,9 @@ inline recipe parse_method(std::string_view method) {
 
 // Options every recipe-taking command reads (the one grammar), and the GPTQ ones.
 inline const std::set<std::string> recipe_options = {"method", "act-format", "alpha", "awq-gptq", "damp", "block",
-                                                     "order", "mse-weights", "scale-rule", "rounding", "threads"};
-inline const std::set<std::string> recipe_switches = {"alpha-grid", "act-order", "static-scales"};
+                                                     "order", "mse-weights", "scale-rule", "rounding", "threads",
+                                                     "qep-alpha", "qep-damp"};
+inline const std::set<std::string> recipe_switches = {"alpha-grid", "act-order", "static-scales", "qep"};
 
 // GPTQ options from the flags. --act-order is the global descending-diag(H) order with static
 // scales: on the code-llama layers it beats the block-aware (GAR) order with dynamic scales for
@@ -169,6 +171,16 @@ inline recipe recipe_from_args(const parsed_args& a, const std::string& default_
   const gptq_options g = gptq_options_from(a, rc.weight_opt);
   if (rc.gptq) rc.gptq->options = g;
   rc.threads = g.threads;
+  if (a.has("qep")) {
+    step::qep q;
+    q.options.alpha = static_cast<float>(a.number("qep-alpha", 0.5));
+    q.options.damp = static_cast<float>(a.number("qep-damp", 1.0));
+    if (!(q.options.alpha >= 0.0f && q.options.alpha <= 1.0f)) throw std::runtime_error("--qep-alpha must be in [0, 1]");
+    if (!(q.options.damp >= 0.0f && std::isfinite(q.options.damp))) throw std::runtime_error("--qep-damp must be >= 0");
+    rc.qep = q;
+  } else if (a.values.count("qep-alpha") || a.values.count("qep-damp")) {
+    throw std::runtime_error("--qep-alpha and --qep-damp need --qep");
+  }
   return rc;
 }
 

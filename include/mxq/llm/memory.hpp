@@ -64,6 +64,13 @@ memory_estimate estimate_memory(const model_config& c, std::size_t stored_bits, 
   if (rc.awq) m.activations += T * max_in * f4;  // the block loss's windows and their scaled copy
   if (rc.act) m.activations += T * max_in * f4;                          // the quantized inputs of a group
   if (rc.gptq) m.solver = 4 * max_in * max_in * f4 + 2 * max_linear * f4;  // H, its copy, A/U, scratch; Wᵀ, result
+  if (rc.qep) {
+    // the full-precision stream and its walker, the layer's fp32 copy; X̂ and X - X̂ of a group,
+    // H and H_δ, the factor (the GPTQ solve runs after the correction, so only the larger counts)
+    m.activations += T * (2 * H + 2 * c.q_dim() + 2 * c.kv_dim() + 2 * I) * f4 + 2 * T * max_in * f4;
+    m.weights += layer_elems * f4;
+    m.solver = std::max(m.solver, 3 * max_in * max_in * f4 + max_linear * f4);
+  }
   return m;
 }
 

@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "../awq.hpp"
+#include "../qep.hpp"
 #include "../detail/instances.hpp"
 #include "../gptq.hpp"
 #include "../hessian.hpp"
@@ -273,6 +274,11 @@ struct run_state {
   act_quant_fn act;
   model::workspace ws;  // reused by every layer: no page faults on fresh buffers per step
   RowMajorMatrixXf scratch;
+  // QEP: the full-precision model's calibration stream beside `hidden` (the quantized model's),
+  // walked through each layer as it was before its groups were finished.
+  bool qep = false;
+  RowMajorMatrixXf hidden_fp;
+  model::workspace ws_fp;
   std::size_t n_layers = 0, first_layer = 0;  // first_layer: where this run started (a resume)
   clock::time_point t0 = clock::now();
   mutable std::size_t closed_layers_ = 0;  // log(): layers finished (their closing line), and when
@@ -292,6 +298,8 @@ struct run_state {
     }
     act = make_act_quant_fn(rc.act);
     scales = rc.smoothquant || rc.awq;
+    qep = rc.qep.has_value();
+    if (qep) rc.qep->options.threads = static_cast<int>(threads);
     finish_rc = rc;
     finish_rc.act = {};
   }
@@ -334,11 +342,31 @@ struct run_state {
     hooks.act_quant = act;  // the walker hands finish_group inputs already activation-quantized
     std::optional<layer_walker> lw;
     if (calibrate) lw.emplace(cfg, L, li, hidden, opt.seq, hooks, threads, &ws);
+    // QEP: the layer as the full-precision model has it (after the scales, which keep its
+    // function), walked on the full-precision stream.
+    std::optional<decoder_layer_weights> L_fp;
+    const forward_hooks fp_hooks;  // the walker keeps a reference: it must outlive lw_fp
+    std::optional<layer_walker> lw_fp;
+    if (qep) {
+      L_fp.emplace(L);
+      lw_fp.emplace(cfg, *L_fp, li, hidden_fp, opt.seq, fp_hooks, threads, &ws_fp);
+    }
     for (linear_group g : all_groups) {
       log(li, std::string(rc.gptq ? "gptq " : "rtn ") + std::string(name(g)));
       t = clock::now();
       const matrix_view<const float> x = lw ? cview(lw->input(g)) : matrix_view<const float>{};
       t_forward += seconds_since(t);
+      if (lw_fp) {  // W += α W H_δ (H + λI)⁻¹ from this group's inputs in both models
+        t = clock::now();
+        const matrix_view<const float> x_fp = cview(lw_fp->input(g));
+        qep_accumulator acc(x.cols, static_cast<int>(threads));
+        acc.add(x_fp, x);
+        for (linear l : members(g))
+          qep_correct(matrix_view<float>(L[l].weight.data(), static_cast<std::size_t>(L[l].weight.rows()),
+                                         static_cast<std::size_t>(L[l].weight.cols())),
+                      acc, rc.qep->options);
+        t_hessian += seconds_since(t);
+      }
       const float x_amax = lw ? ::mxq::kernel::detail::finite_amax(x) : 0.0f;
       auto done = finish_group<F>(group_views(L, g), x, finish_rc, "layer " + std::to_string(li) + " " + std::string(name(g)));
       t_hessian += done.hessian_seconds;
@@ -355,6 +383,7 @@ struct run_state {
       log(li, "forward");
       t = clock::now();
       lw->finish();
+      if (lw_fp) lw_fp->finish();
       t_forward += seconds_since(t);
     }
     char split[160];
@@ -450,6 +479,7 @@ quantized_model<F> quantize_model(model_weights& w, std::span<const token_id> ca
   detail::pipeline::run_state<F> run(std::move(rc), opt, calib.size(), w.layers.size());
   quantized_model<F> out;
   RowMajorMatrixXf hidden = run.calibrate ? embed(w, calib) : RowMajorMatrixXf();
+  if (run.qep) run.hidden_fp = hidden;
   for (std::size_t li = 0; li < w.layers.size(); ++li) run.quantize_layer(w.config, w.layers[li], li, hidden, out);
   out.seconds = std::chrono::duration<double>(decltype(run)::clock::now() - run.t0).count();
   return out;
@@ -469,7 +499,10 @@ using layer_sink = std::function<void(std::size_t layer, const decoder_layer_wei
 // journal.hpp).
 struct stream_options {
   std::size_t first_layer = 0;  // layers before it are done (their sink calls are not repeated)
-  RowMajorMatrixXf hidden;      // with first_layer > 0 and a calibrating recipe: layer first_layer's input
+  // With first_layer > 0 and a calibrating recipe: layer first_layer's input; for a recipe with
+  // qep, the quantized model's stream on top of the full-precision model's ([2 tokens, hidden]),
+  // as layer_done reports it.
+  RowMajorMatrixXf hidden;
   // Called after the sink of each layer returned, with the number of layers done and the next
   // layer's calibration input (empty when the recipe does not calibrate); on the sink's thread.
   std::function<void(std::size_t layers_done, const RowMajorMatrixXf& hidden)> layer_done;
@@ -493,14 +526,30 @@ double quantize_model_streaming(const model_reader& src, std::span<const token_i
     throw error("quantize_model_streaming: first layer " + std::to_string(first) + " of a " + std::to_string(n) +
                 "-layer model");
   RowMajorMatrixXf hidden;
+  const std::size_t streams = run.qep ? 2 : 1;
   if (run.calibrate) {
     hidden = first == 0 ? src.embed(calib) : so.hidden;
-    if (static_cast<std::size_t>(hidden.rows()) != calib.size() ||
+    if (static_cast<std::size_t>(hidden.rows()) != (first == 0 ? 1 : streams) * calib.size() ||
         static_cast<std::size_t>(hidden.cols()) != src.config().hidden_size)
       throw error("quantize_model_streaming: the activations to resume at layer " + std::to_string(first) + " are " +
                   std::to_string(hidden.rows()) + "x" + std::to_string(hidden.cols()) + ", expected " +
-                  std::to_string(calib.size()) + "x" + std::to_string(src.config().hidden_size));
+                  std::to_string(streams * calib.size()) + "x" + std::to_string(src.config().hidden_size));
+    if (run.qep) {
+      const auto T = static_cast<Eigen::Index>(calib.size());
+      if (first == 0) {
+        run.hidden_fp = hidden;
+      } else {
+        run.hidden_fp = hidden.bottomRows(T);
+        hidden.conservativeResize(T, Eigen::NoChange);
+      }
+    }
   }
+  // What layer_done reports under QEP: the quantized stream, the full-precision one below it.
+  auto both_streams = [&run](const RowMajorMatrixXf& h) {
+    RowMajorMatrixXf both(h.rows() + run.hidden_fp.rows(), h.cols());
+    both << h, run.hidden_fp;
+    return both;
+  };
   detail::pipeline::background sinking;
   // Two layers ahead: the reads keep going while a slow write-back holds the sink up (measured
   // no faster at 4, ~0.4 GB more resident per layer).
@@ -512,7 +561,10 @@ double quantize_model_streaming(const model_reader& src, std::span<const token_i
       quantized_model<F> q;
       run.quantize_layer(src.config(), L, li, hidden, q);
       sink(li, L, q);
-      if (so.layer_done) so.layer_done(li + 1, hidden);
+      if (so.layer_done) {
+        if (run.qep) so.layer_done(li + 1, both_streams(hidden));
+        else so.layer_done(li + 1, hidden);
+      }
       continue;
     }
     // The next layers are read while this one is quantized, and the previous one goes to the
