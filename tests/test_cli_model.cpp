@@ -81,6 +81,36 @@ TEST_CASE("mxq quantize-model writes a checkpoint that eval-ppl reloads exactly"
   CHECK(bad.err.find("no packed linear weights") != std::string::npos);
 }
 
+TEST_CASE("quantize-model --rotate: eval-ppl applies the recorded rotation, dense and packed, and exports refuse it", "[cli][model][rotation]") {
+  const fs::path out = scratch() / "rot";
+  const auto q = run_cli("quantize-model " + model + " --format mxfp4 --method gptq --rotate hadamard:32 " + calib +
+                         " --calib-windows 4 " + test_tokens + " --windows 4 --out " + out.string());
+  INFO(q.err);
+  REQUIRE(q.status == 0);
+  std::smatch m;
+  REQUIRE(std::regex_search(q.out, m, std::regex("ppl: ([0-9.]+)")));
+  const auto e = run_cli("eval-ppl --model " + out.string() + " " + test_tokens + " --windows 4");
+  REQUIRE(e.status == 0);
+  CHECK(last_line(e.out) == "ppl: " + m[1].str());
+  const auto k = run_cli("eval-ppl --model " + out.string() + " " + test_tokens + " --windows 4 --packed f32");
+  REQUIRE(k.status == 0);
+  std::smatch pm;
+  const std::string kl = last_line(k.out);
+  REQUIRE(std::regex_match(kl, pm, std::regex("ppl: ([0-9.]+)")));
+  CHECK(std::abs(std::stod(pm[1].str()) / std::stod(m[1].str()) - 1.0) < 2e-4);
+  for (const char* to : {"gguf", "compressed-tensors"}) {
+    const auto x = run_cli("export --model " + out.string() + " --to " + std::string(to) + " --out " + (scratch() / "rot-x").string());
+    CHECK(x.status != 0);
+    CHECK(x.err.find("rotated (hadamard:32)") != std::string::npos);
+  }
+  const std::pair<std::string, std::string> cases[] = {
+      {"quantize-model " + model + " --format mxfp4 --method gptq --rotate hadamard:48 " + calib + " --out /tmp/x", "hadamard:48"},
+      {"quantize-model " + model + " --format mxfp4 --method awq+gptq --rotate hadamard:32 " + calib + " --out /tmp/x", "sq/awq"},
+      {"quantize-model " + model + " --format mxfp4 --method gptq --rotate hadamard:32 --out-format gguf " + calib + " --out /tmp/x", "cannot apply the rotation"},
+  };
+  mxq::test::expect_one_line_errors(run_cli, cases);
+}
+
 TEST_CASE("mxq table runs a cell and prints a Markdown table", "[cli][model]") {
   const auto r = run_cli("table " + model + " " + test_tokens + " " + calib +
                          " --windows 4 --calib-windows 2 --only mxint8/rtn");

@@ -488,6 +488,49 @@ TEST_CASE("pipeline: QEP at alpha 0 is plain GPTQ bit for bit and its correction
   CHECK_THROWS_WITH(quantize_model_streaming<mxint4>(src, c2, rc, {}, {}, so), Catch::Contains("expected 1024x"));
 }
 
+TEST_CASE("pipeline: a Hadamard-rotated model in fp32 gives the original logits and GPTQ on it runs", "[pipeline][rotation]") {
+  const auto tokens = first_windows("code-test.u16", 2);
+  const RowMajorMatrixXf ref = forward_logits(original(), tokens, 256);
+  for (std::size_t block : {16u, 32u, 64u}) {
+    INFO("block " << block);
+    hadamard_rotation r;
+    r.block = block;
+    model_weights w = original();
+    for (auto& L : w.layers)
+      for (linear l : all_linears)
+        rotate_rows(matrix_view<float>(L[l].weight.data(), static_cast<std::size_t>(L[l].weight.rows()),
+                                       static_cast<std::size_t>(L[l].weight.cols())),
+                    r);
+    forward_hooks h;
+    h.act_quant = with_rotation(r, {});
+    const RowMajorMatrixXf got = forward_logits(w, tokens, 256, h);
+    CHECK((got - ref).cwiseAbs().maxCoeff() < 1e-4f * std::max(1.0f, ref.cwiseAbs().maxCoeff()));
+    forward_hooks none;
+    CHECK((forward_logits(w, tokens, 256, none) - ref).cwiseAbs().maxCoeff() > 0.1f);  // the rotation matters
+  }
+  // GPTQ with the rotation: a real run, and named errors where it cannot apply.
+  const auto calib = first_windows("code-calib-128x256.u16", 8);
+  recipe rc = make(false, false, true);
+  rc.rotation = parse_rotation("hadamard:32", "test");
+  CHECK(rc.name() == "hadamard32+gptq");
+  model_weights w = original();
+  quantize_model<mxfp4>(w, calib, rc);
+  perplexity_options po;
+  po.windows = 8;
+  po.act_quant = with_rotation(rc.rotation, {});
+  const double rotated = perplexity(w, first_windows("code-test.u16", 8), po).ppl;
+  INFO("mxfp4 hadamard32+gptq ppl " << rotated << " (bf16 " << ppl(original()) << ")");
+  CHECK(rotated < 1.2 * ppl(original()));
+  model_weights w2 = original();
+  rc.rotation = parse_rotation("hadamard:128", "test");  // 704 MLP channels are not 128-blocks
+  CHECK_THROWS_WITH(quantize_model<mxfp4>(w2, calib, rc), Catch::Contains("mlp.down_proj.weight") && Catch::Contains("704 columns"));
+  rc.awq = st::awq{};
+  CHECK_THROWS_WITH(quantize_model<mxfp4>(w2, calib, rc), Catch::Contains("SmoothQuant/AWQ"));
+  CHECK_THROWS_WITH(parse_rotation("hadamard:24", "--rotate"), Catch::Contains("--rotate: rotation 'hadamard:24'"));
+  CHECK_THROWS_WITH(parse_rotation("walsh", "--rotate"), Catch::Contains("not hadamard:B"));
+  CHECK(!parse_rotation("none", "x"));
+}
+
 TEST_CASE("pipeline: a streamed writer that is not finished leaves no checkpoint behind", "[pipeline][stream]") {
   const fs::path dir = fs::temp_directory_path() / ("mxq-unfinished-" + std::to_string(::getpid()));
   {

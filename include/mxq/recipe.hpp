@@ -49,6 +49,7 @@
 #include "detail/instances.hpp"
 #include "format/block.hpp"
 #include "gptq.hpp"
+#include "hadamard.hpp"
 #include "qep.hpp"
 #include "hessian.hpp"
 #include "matrix_view.hpp"
@@ -130,6 +131,10 @@ struct recipe {
   std::optional<step::awq> awq{};
   std::optional<step::gptq> gptq{};
   std::optional<step::qep> qep{};
+  // Block Hadamard rotation of every decoder linear's input dimension (weights offline, inputs at
+  // run time, before activation quantization): a whole-model step of mxq::llm::quantize_model,
+  // recorded in the checkpoint (mxq.rotation) so the forward pass applies it.
+  std::optional<hadamard_rotation> rotation{};
   activation_quant act{};        // empty: fp32 activations
   quant_options weight_opt{};    // rounding / scale rule of RTN and of the searches' fake-quant
   int threads = 0;               // threads of the SmoothQuant/AWQ searches (0 = all; GPTQ: gptq.options.threads)
@@ -178,6 +183,7 @@ struct recipe {
     std::string n;
     if (smoothquant) n += "sq+";
     if (awq) n += "awq+";
+    if (rotation) n += "hadamard" + std::to_string(rotation->block) + "+";
     if (qep) n += "qep+";
     n += gptq ? "gptq" : "rtn";
     if (act) n += "/a:" + act.name;
@@ -445,6 +451,10 @@ group_result<F, Layout> quantize_group(std::span<const matrix_view<const float>>
     throw error((go.name.empty() ? std::string("quantize_group") : "quantize_group '" + go.name + "'") +
                 ": the qep step corrects for the layers before this one, which one group does not have: run the "
                 "recipe through mxq::llm::quantize_model");
+  if (rc.rotation)
+    throw error((go.name.empty() ? std::string("quantize_group") : "quantize_group '" + go.name + "'") +
+                ": the Hadamard rotation is a whole-model step (the forward pass must rotate the inputs): rotate the "
+                "weights and inputs with mxq::rotate_rows, or run the recipe through mxq::llm::quantize_model");
   group_scaling<F, Layout> sc = scale_group<F, Layout>(weights, x, rc, go);
   group_result<F, Layout> res;
   row_matrix_f xs = dc::to_eigen(x);

@@ -109,7 +109,13 @@ int run_eval_ppl(const mxq::cli::args_t& args) {
   opt.threads = mxq::llm::resolve_threads(a.threads);
   opt.windows_per_batch = a.batch;
   const std::string act_format = resolve_act_format(a);
-  opt.act_quant = mxq::llm::make_act_quant_fn(mxq::activation_quant_by_name(act_format));
+  // A checkpoint quantized with rotated linear inputs (mxq.rotation) gets them rotated here too.
+  std::string rotation;
+  const mxq::checkpoint ck(a.model);
+  for (const auto& shard : ck.shards())
+    if (auto it = shard.metadata().find("mxq.rotation"); it != shard.metadata().end()) rotation = it->second;
+  opt.act_quant = mxq::llm::with_rotation(mxq::llm::parse_rotation(rotation, a.model + ": mxq.rotation"),
+                                          mxq::llm::make_act_quant_fn(mxq::activation_quant_by_name(act_format)));
   const mxq::llm::model_weights w = mxq::llm::load_model(a.model);
   std::size_t packed = 0;
   if (!a.packed.empty()) {  // decoder linears through the packed MX GEMM kernels

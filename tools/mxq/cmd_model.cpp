@@ -158,6 +158,8 @@ constexpr const char* quantize_model_usage =
     "       [--awq-windows 16] [--damp 0.01] [--block 128] [--act-order] [--order none|blockwise|global]\n"
     "       [--static-scales] [--mse-weights hseq|hinv|hdiag|uniform] [--scale-rule floor|ceil|mse|4over6]\n"
     "       [--qep [--qep-alpha 0.5] [--qep-damp 1.0] (QEP: correct each group for the error upstream)]\n"
+    "       [--rotate hadamard:B | none (block Hadamard rotation of every linear's input, B a power of two;\n"
+    "        recorded in the checkpoint, applied by eval-ppl; not with sq/awq, not exportable)]\n"
     "       [--threads N (0 = every core; the checkpoint does not depend on it)] [--tokens FILE.u16 | --text FILE [--windows 256]]\n"
     "       [--max-shard-size 5GB (output shards, Hugging Face naming and index)]\n"
     "       [--max-memory SIZE (refuse, before any work, a run whose printed estimate is larger)]\n"
@@ -174,7 +176,8 @@ constexpr const char* quantize_model_usage =
 
 int run_quantize_model(const mxq::cli::args_t& raw) {
   std::set<std::string> options = {"model", "format", "calib", "calib-windows", "out", "tokens", "windows",
-                                   "max-shard-size", "max-memory", "out-format", "mxq-out", "calib-text", "glob", "seed", "text"};
+                                   "max-shard-size", "max-memory", "out-format", "mxq-out", "calib-text", "glob", "seed", "text",
+                                   "rotate"};
   options.insert(model_option_names.begin(), model_option_names.end());
   options.insert(mxq::cli::export_option_names.begin(), mxq::cli::export_option_names.end());
   const auto a = mxq::cli::parse_recipe_command(raw, "quantize-model", options, {"model", "format", "out"}, {"keep-mxq"});
@@ -195,6 +198,11 @@ int run_quantize_model(const mxq::cli::args_t& raw) {
   const std::string method = a.get("method", "rtn");
   mxq::recipe rc = mxq::cli::recipe_from_args(a);
   mxq::cli::check_scale_rule(format, rc);
+  rc.rotation = mxq::llm::parse_rotation(a.get("rotate", ""), "--rotate");
+  if (rc.rotation && (rc.smoothquant || rc.awq))
+    throw mxq::error("--rotate does not combine with the sq/awq steps yet (their scales fold where the rotation stands)");
+  if (rc.rotation && exporting)
+    throw mxq::error("--rotate: " + out_format + " cannot apply the rotation at run time; export a recipe without it");
   if (exporting) mxq::cli::check_exportable(out_format, format, rc.act ? rc.act.name : "");
   mxq::llm::model_options mo = model_options_from(a, rc);
   if (fs::exists(out_dir) && !fs::is_directory(out_dir))
@@ -291,6 +299,7 @@ int run_quantize_model(const mxq::cli::args_t& raw) {
   const std::string act_format = rc.act ? rc.act.name : "";
   const std::map<std::string, std::string> metadata = {{"mxq.method", method},
                                                        {"mxq.act_format", act_format},
+                                                       {"mxq.rotation", mxq::llm::rotation_name(rc.rotation)},
                                                        {"mxq.calib_windows", std::to_string(calib.size() / mo.seq)}};
   // Resumable: the journal in --out says how far an interrupted run of this very job got.
   mxq::llm::run_journal journal(out_dir, run_key(a, src, calib));
@@ -340,7 +349,7 @@ int run_quantize_model(const mxq::cli::args_t& raw) {
   std::printf("linears: %zu\npacked_bytes: %zu\nseconds: %.1f\n", n_linears, packed_bytes, seconds(t0));
   if (!tokens.empty()) {  // the written checkpoint, read back: the model an engine would run
     po.threads = mxq::llm::resolve_threads(mo.threads);
-    po.act_quant = mxq::llm::make_act_quant_fn(rc.act);
+    po.act_quant = mxq::llm::with_rotation(rc.rotation, mxq::llm::make_act_quant_fn(rc.act));
     std::printf("ppl: %.4f\n", mxq::llm::perplexity(mxq::llm::load_model(out_dir), tokens, po).ppl);
   }
   std::printf("quantized: %s\n", out_dir.c_str());

@@ -1,7 +1,7 @@
 // Writes a quantized model as a Hugging Face-style directory: config files copied, every decoder
 // linear packed (see packed_io.hpp), norms in F32 (they may hold folded SmoothQuant/AWQ scales),
 // embeddings and lm_head copied byte for byte in their original dtype. The recipe is recorded in
-// __metadata__ (mxq.format, mxq.method, mxq.act_format, mxq.version).
+// __metadata__ (mxq.format, mxq.method, mxq.act_format, mxq.rotation, mxq.version).
 //
 // quantized_checkpoint_writer streams: every tensor is declared up front (so each shard's header
 // and layout are fixed), then filled layer by layer as quantization proceeds, and nothing is held

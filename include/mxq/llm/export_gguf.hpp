@@ -167,6 +167,9 @@ gguf_export_report export_gguf(const std::filesystem::path& model_dir, const std
 
   // ---- what llama.cpp cannot run the way mxq quantized it: refused before anything is written
   const auto& meta = ck.shards().front().metadata();
+  if (auto it = meta.find("mxq.rotation"); it != meta.end() && !it->second.empty())
+    fail(model_dir, "was quantized with its linear inputs rotated (" + it->second +
+                        "), which llama.cpp does not apply at run time; export a recipe without --rotate");
   if (auto it = meta.find("mxq.act_format"); it != meta.end() && !it->second.empty())
     fail(model_dir, "was quantized for " + it->second +
                         " activations, which llama.cpp does not apply (it quantizes activations to Q8_0 itself); "

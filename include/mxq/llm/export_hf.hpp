@@ -288,6 +288,9 @@ hf_export_report export_hf(const std::filesystem::path& model_dir, const std::fi
   // ---- the format of the packed linears (one per checkpoint) and what the target makes of it
   const auto& meta = ck.shards().front().metadata();
   const std::string act_format = meta.count("mxq.act_format") ? meta.at("mxq.act_format") : "";
+  if (auto it = meta.find("mxq.rotation"); it != meta.end() && !it->second.empty())
+    fail(model_dir, "was quantized with its linear inputs rotated (" + it->second + "), which " + target +
+                        " does not apply at run time; export a recipe without --rotate");
   std::string fmt;
   for (std::size_t li = 0; li < cfg.num_hidden_layers && fmt.empty(); ++li)
     for (linear l : all_linears)

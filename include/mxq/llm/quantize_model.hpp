@@ -90,6 +90,38 @@ struct quantized_model {
   double seconds = 0.0;
 };
 
+// The block Hadamard rotation of a checkpoint's linear inputs, then `act` (the rotation comes
+// first: activation quantization sees the rotated values, as the rotated weights do).
+inline act_quant_fn with_rotation(const std::optional<hadamard_rotation>& r, act_quant_fn act) {
+  if (!r) return act;
+  return [r = *r, act = std::move(act)](Eigen::Ref<RowMajorMatrixXf> x) {
+    rotate_rows(matrix_view<float>(x.data(), static_cast<std::size_t>(x.rows()), static_cast<std::size_t>(x.cols()),
+                                   static_cast<std::ptrdiff_t>(x.outerStride())),
+                r);
+    if (act) act(x);
+  };
+}
+// "hadamard:B" (mxq.rotation, --rotate) <-> the rotation; "" and "none": none.
+inline std::optional<hadamard_rotation> parse_rotation(const std::string& s, const std::string& where) {
+  if (s.empty() || s == "none") return std::nullopt;
+  const std::string prefix = "hadamard:";
+  std::size_t block = 0, used = 0;
+  if (s.rfind(prefix, 0) == 0) try {
+      block = std::stoul(s.substr(prefix.size()), &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+  if (used == 0 || prefix.size() + used != s.size() || block < 2 || block > 4096 || (block & (block - 1)) != 0)
+    throw error(where + ": rotation '" + s + "' is not hadamard:B with B a power of two in [2, 4096] (or none)");
+  hadamard_rotation r;
+  r.block = block;
+  r.threads = 0;
+  return r;
+}
+inline std::string rotation_name(const std::optional<hadamard_rotation>& r) {
+  return r ? "hadamard:" + std::to_string(r->block) : std::string();
+}
+
 // The recipe's activation quantizer as the forward pass applies it (in place on an Eigen block).
 inline act_quant_fn make_act_quant_fn(const activation_quant& aq) {
   if (!aq) return {};
@@ -279,6 +311,7 @@ struct run_state {
   bool qep = false;
   RowMajorMatrixXf hidden_fp;
   model::workspace ws_fp;
+  act_quant_fn fp_act;  // the full-precision stream's input transform: the rotation only
   std::size_t n_layers = 0, first_layer = 0;  // first_layer: where this run started (a resume)
   clock::time_point t0 = clock::now();
   mutable std::size_t closed_layers_ = 0;  // log(): layers finished (their closing line), and when
@@ -296,7 +329,14 @@ struct run_state {
       rc.gptq->options.threads = static_cast<int>(threads);
       rc.gptq->options.rtn_fallback = true;  // a degenerate Hessian degrades to RTN for that linear, not the run
     }
-    act = make_act_quant_fn(rc.act);
+    if (rc.rotation) {
+      if (rc.smoothquant || rc.awq)
+        throw error("quantize_model: the Hadamard rotation with SmoothQuant/AWQ scales is not supported (the scales "
+                    "fold into norms and linears that the rotation stands behind)");
+      rc.rotation->threads = static_cast<int>(threads);
+    }
+    act = with_rotation(rc.rotation, make_act_quant_fn(rc.act));
+    fp_act = with_rotation(rc.rotation, {});
     scales = rc.smoothquant || rc.awq;
     qep = rc.qep.has_value();
     if (qep) rc.qep->options.threads = static_cast<int>(threads);
@@ -330,6 +370,17 @@ struct run_state {
     using detail::calib::seconds_since;
     double t_scale = 0.0, t_forward = 0.0, t_hessian = 0.0, t_solve = 0.0;  // the layer's time, split
     auto t = clock::now();
+    // 0. The rotation: W <- W R for every linear (its inputs are rotated by the hooks below).
+    if (rc.rotation)
+      for (linear l : all_linears) {
+        auto& w = L[l].weight;
+        try {
+          rotate_rows(matrix_view<float>(w.data(), static_cast<std::size_t>(w.rows()), static_cast<std::size_t>(w.cols())),
+                      *rc.rotation);
+        } catch (const error& e) {
+          throw error(tensor_prefix(li, l) + ".weight: " + e.what());
+        }
+      }
     // 1.-2. Scaling and clipping on the fp32 layer.
     if (scales) {
       auto rep = scale_layer<F>(cfg, L, li, hidden, rc, opt, threads, ws, scratch, logf);
@@ -345,7 +396,8 @@ struct run_state {
     // QEP: the layer as the full-precision model has it (after the scales, which keep its
     // function), walked on the full-precision stream.
     std::optional<decoder_layer_weights> L_fp;
-    const forward_hooks fp_hooks;  // the walker keeps a reference: it must outlive lw_fp
+    forward_hooks fp_hooks;  // the walker keeps a reference: it must outlive lw_fp
+    fp_hooks.act_quant = fp_act;
     std::optional<layer_walker> lw_fp;
     if (qep) {
       L_fp.emplace(L);
@@ -519,7 +571,7 @@ double quantize_model_streaming(const model_reader& src, std::span<const token_i
                                 const layer_sink<F>& sink, const model_options& opt = {},
                                 const stream_options& so = {}) {
   detail::pipeline::run_state<F> run(std::move(rc), opt, calib.size(), src.num_layers());
-  const bool direct = !run.calibrate && !run.scales;
+  const bool direct = !run.calibrate && !run.scales && !run.rc.rotation;  // a rotation needs the fp32 weights
   const std::size_t n = src.num_layers(), first = so.first_layer;
   run.first_layer = first;
   if (first > n)
