@@ -447,14 +447,11 @@ template <format_type F, class Layout = lsb_first_layout>
 group_result<F, Layout> quantize_group(std::span<const matrix_view<const float>> weights, matrix_view<const float> x,
                                        const recipe& rc, const group_options& go = {}) {
   namespace dc = detail::calib;
-  if (rc.qep)
+  if (rc.qep || rc.rotation)  // whole-model steps: one group has no upstream error, no forward pass to rotate
     throw error((go.name.empty() ? std::string("quantize_group") : "quantize_group '" + go.name + "'") +
-                ": the qep step corrects for the layers before this one, which one group does not have: run the "
-                "recipe through mxq::llm::quantize_model");
-  if (rc.rotation)
-    throw error((go.name.empty() ? std::string("quantize_group") : "quantize_group '" + go.name + "'") +
-                ": the Hadamard rotation is a whole-model step (the forward pass must rotate the inputs): rotate the "
-                "weights and inputs with mxq::rotate_rows, or run the recipe through mxq::llm::quantize_model");
+                (rc.qep ? ": the qep step corrects for the layers before this one, which one group does not have"
+                        : ": the Hadamard rotation is a whole-model step (the forward pass must rotate the inputs)") +
+                ": run the recipe through mxq::llm::quantize_model (or rotate weights and inputs with mxq::rotate_rows)");
   group_scaling<F, Layout> sc = scale_group<F, Layout>(weights, x, rc, go);
   group_result<F, Layout> res;
   row_matrix_f xs = dc::to_eigen(x);

@@ -61,18 +61,22 @@ eval_args parse_eval_args(const mxq::cli::args_t& args) {
   return a;
 }
 
+// What a quantized checkpoint recorded under `key` (the first shard that has it), else "".
+std::string recorded(const mxq::checkpoint& ck, const std::string& key) {
+  for (const auto& shard : ck.shards())
+    if (auto it = shard.metadata().find(key); it != shard.metadata().end()) return it->second;
+  return {};
+}
+
 // The activation fake-quant for every decoder linear input: --act-format, else what a quantized
 // checkpoint recorded (mxq.act_format), else none ("none" turns a recorded one off).
-std::string resolve_act_format(const eval_args& a) {
+std::string resolve_act_format(const eval_args& a, const mxq::checkpoint& ck) {
   if (a.act_format_given) {
     if (a.act_format != "none" && !mxq::is_known_format(a.act_format))
       throw mxq::error("unknown activation format '" + a.act_format + "' (see `mxq formats`)");
     return a.act_format == "none" ? "" : a.act_format;
   }
-  const mxq::checkpoint ck(a.model);
-  for (const auto& shard : ck.shards())
-    if (auto it = shard.metadata().find("mxq.act_format"); it != shard.metadata().end()) return it->second;
-  return {};
+  return recorded(ck, "mxq.act_format");
 }
 
 int run_eval_ppl(const mxq::cli::args_t& args) {
@@ -108,13 +112,10 @@ int run_eval_ppl(const mxq::cli::args_t& args) {
                      " tokens)");
   opt.threads = mxq::llm::resolve_threads(a.threads);
   opt.windows_per_batch = a.batch;
-  const std::string act_format = resolve_act_format(a);
-  // A checkpoint quantized with rotated linear inputs (mxq.rotation) gets them rotated here too.
-  std::string rotation;
   const mxq::checkpoint ck(a.model);
-  for (const auto& shard : ck.shards())
-    if (auto it = shard.metadata().find("mxq.rotation"); it != shard.metadata().end()) rotation = it->second;
-  opt.act_quant = mxq::llm::with_rotation(mxq::llm::parse_rotation(rotation, a.model + ": mxq.rotation"),
+  const std::string act_format = resolve_act_format(a, ck);
+  // A checkpoint quantized with rotated linear inputs (mxq.rotation) gets them rotated here too.
+  opt.act_quant = mxq::llm::with_rotation(mxq::llm::parse_rotation(recorded(ck, "mxq.rotation"), a.model + ": mxq.rotation"),
                                           mxq::llm::make_act_quant_fn(mxq::activation_quant_by_name(act_format)));
   const mxq::llm::model_weights w = mxq::llm::load_model(a.model);
   std::size_t packed = 0;

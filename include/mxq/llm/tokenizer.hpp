@@ -79,8 +79,6 @@ inline int cp_to_byte(std::uint32_t cp) {
   }();
   return cp < t.size() ? t[cp] : -1;
 }
-// Kept under their old names for callers of the first version of this header.
-inline std::size_t invalid_utf8(std::string_view s) noexcept { return u8::invalid(s); }
 
 // A compiled PCRE2 pattern (UTF-8, Unicode properties), matched over a subject piece by piece.
 class regex {
