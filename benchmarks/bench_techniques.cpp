@@ -7,7 +7,8 @@
 // - rtn_nvfp4 / rtn_nvfp4_4over6: round-to-nearest (4/6 picks each block's scale in scalar code);
 // - hadamard_w / hadamard_x2048: the block-32 rotation of the weight (offline) and of 2048 tokens
 //   of activations (what a calibration window costs online);
-// - qep_add2048 / qep_correct: QEP's statistics for 2048 tokens, and the correction's solve.
+// - qep_add2048 / qep_correct: QEP's statistics for 2048 tokens, and the correction's solve;
+// - gptq_mxfp4_refine4: GPTQ followed by 4 coordinate-descent passes over its codes (refine.hpp).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -96,6 +97,16 @@ void BM_technique_gptq_nvfp4(benchmark::State& s) {
 void BM_technique_gptq_nvfp4_4over6(benchmark::State& s) {
   run(s, [] { benchmark::DoNotOptimize(mxq::gptq<mxq::nvfp4>(data().wv(), data().hv(), gptq_opt(mxq::scale_rule::four_over_six)).loss); });
 }
+void BM_technique_gptq_mxfp4_refine4(benchmark::State& s) {
+  mxq::gptq_options o = gptq_opt(mxq::scale_rule::floor);
+  o.refine_passes = 4;
+  run(s, [&] {
+    const auto r = mxq::gptq<mxq::mxfp4>(data().wv(), data().hv(), o);
+    s.counters["refine_s"] = r.timings.refine_s;
+    s.counters["changed"] = static_cast<double>(r.refine.changed);
+    s.counters["loss_ratio"] = r.refine.loss_after / r.refine.loss_before;
+  });
+}
 void BM_technique_rtn_nvfp4(benchmark::State& s) {
   run(s, [] { benchmark::DoNotOptimize(mxq::quantize<mxq::nvfp4>(data().wv(), rtn_opt(mxq::scale_rule::floor)).rows()); });
 }
@@ -131,6 +142,7 @@ void BM_technique_qep_correct(benchmark::State& s) {
 MXQ_TECHNIQUE(BM_technique_gptq_mxfp4);
 MXQ_TECHNIQUE(BM_technique_gptq_nvfp4);
 MXQ_TECHNIQUE(BM_technique_gptq_nvfp4_4over6);
+MXQ_TECHNIQUE(BM_technique_gptq_mxfp4_refine4);
 MXQ_TECHNIQUE(BM_technique_rtn_nvfp4);
 MXQ_TECHNIQUE(BM_technique_rtn_nvfp4_4over6);
 MXQ_TECHNIQUE(BM_technique_hadamard_w);

@@ -119,6 +119,17 @@ TEST_CASE("mxq table runs a cell and prints a Markdown table", "[cli][model]") {
   CHECK(r.out.find("| config | format | method | act | PPL |") != std::string::npos);
   CHECK(r.out.find("| W-only | mxint8 | rtn | fp32 |") != std::string::npos);
   CHECK(r.out.find("| W8A8 | mxint8 | rtn | mxint8 |") != std::string::npos);
+  // Flags of one step apply to the cells that have it: --refine (GPTQ's) leaves RTN cells alone.
+  const auto rr = run_cli("table " + model + " " + test_tokens + " " + calib +
+                          " --windows 4 --calib-windows 2 --only mxint8/rtn --refine 2");
+  INFO(rr.err);
+  CHECK(rr.status == 0);
+  const auto row = [](const std::string& out) {
+    const auto at = out.find("| W-only | mxint8 | rtn | fp32 |");
+    return at == std::string::npos ? std::string() : out.substr(at, out.find('\n', at) - at);
+  };
+  CHECK(!row(r.out).empty());
+  CHECK(row(rr.out) == row(r.out));
 }
 
 TEST_CASE("model commands: bad input gives one line and a non-zero exit", "[cli][model]") {
@@ -137,6 +148,9 @@ TEST_CASE("model commands: bad input gives one line and a non-zero exit", "[cli]
       {"quantize-model " + model + " --format mxfp4 --method gptq --qep-alpha 0.3 --out /tmp/x", "need --qep"},
       {"quantize-model " + model + " --format mxfp4 --method gptq --qep --qep-alpha 2 --out /tmp/x", "--qep-alpha must be in [0, 1]"},
       {"quantize-model " + model + " --format mxfp4 --method rtn --scale-rule 4over6 --out /tmp/x", "needs a format with UE4M3 block scales"},
+      {"quantize-model " + model + " --format mxfp4 --method awq --refine 2 --out /tmp/x", "--refine refines GPTQ's codes"},
+      {"quantize-model " + model + " --format mxfp4 --method gptq --refine -1 --out /tmp/x", "--refine must be"},
+      {"quantize-layer --format mxfp4 --method gptq --refine 2 --rounding stochastic --weight a.npy --inputs b.npy --out q.npy", "deterministic rounding"},
       {"quantize-model " + model + " --format mxfp4 --method gptq --calib /nonexistent.u16 --out /tmp/x", "/nonexistent.u16"},
       {"quantize-model " + model + " --format mxfp4 --method gptq --awq-gptq maybe " + calib + " --out /tmp/x", "maybe"},
       {"quantize-model " + model + " --format mxfp4 --out examples/models/code-llama/config.json", "--out exists and is not a directory"},
@@ -209,12 +223,12 @@ TEST_CASE("quantize-model --max-shard-size: Hugging Face shards that eval-ppl re
 
 TEST_CASE("quantize-model writes the same checkpoint for --threads 1, 2 and 3", "[cli][model][determinism]") {
   const std::pair<const char*, const char*> recipes[] = {
-      {"gptq", ""}, {"awq+gptq", ""}, {"sq+gptq", ""}, {"sq+awq+gptq", " --act-format mxint8"}};
+      {"gptq", ""}, {"gptq", " --refine 2"}, {"awq+gptq", ""}, {"sq+gptq", ""}, {"sq+awq+gptq", " --act-format mxint8"}};
   for (const auto& [method, act] : recipes) {
     std::string first;
     for (int threads : {1, 2, 3}) {
       INFO(method << act << " --threads " << threads);
-      const fs::path out = scratch() / ("t" + std::string(method) + std::to_string(threads));
+      const fs::path out = scratch() / ("t" + std::string(method) + std::to_string(threads) + (*act ? "x" : ""));
       const auto r = run_cli("quantize-model " + model + " --format mxint4 --method " + method + act + " " + calib +
                              " --calib-windows 4 --awq-windows 2 --threads " + std::to_string(threads) + " --out " +
                              out.string());
@@ -227,6 +241,21 @@ TEST_CASE("quantize-model writes the same checkpoint for --threads 1, 2 and 3", 
       fs::remove_all(out);
     }
   }
+}
+
+TEST_CASE("quantize-model --refine changes GPTQ's codes, not the checkpoint's layout", "[cli][model][refine]") {
+  std::string ckpt[2];
+  for (int k = 0; k < 2; ++k) {
+    const fs::path out = scratch() / (k ? "refine2" : "refine0");
+    const auto r = run_cli("quantize-model " + model + " --format mxfp4 --method gptq " + calib + " --calib-windows 8" +
+                           (k ? " --refine 2" : "") + " --out " + out.string());
+    INFO(r.err);
+    REQUIRE(r.status == 0);
+    ckpt[k] = slurp(out / "model.safetensors");
+    fs::remove_all(out);
+  }
+  CHECK(ckpt[0] != ckpt[1]);
+  CHECK(ckpt[0].size() == ckpt[1].size());
 }
 
 TEST_CASE("quantize-model: a killed run started again finishes the same checkpoint, byte for byte", "[cli][model][resume]") {

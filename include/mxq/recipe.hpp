@@ -186,6 +186,7 @@ struct recipe {
     if (rotation) n += "hadamard" + std::to_string(rotation->block) + "+";
     if (qep) n += "qep+";
     n += gptq ? "gptq" : "rtn";
+    if (gptq && gptq->options.refine_passes > 0) n += "+cd" + std::to_string(gptq->options.refine_passes);
     if (act) n += "/a:" + act.name;
     return n;
   }

@@ -28,7 +28,7 @@ namespace {
 constexpr const char* usage =
     "usage: mxq quantize-layer --format NAME --method METHOD --weight W.npy --inputs X.npy --out Q.npy\n"
     "       [--act-format NAME] [--alpha 0.5] [--alpha-grid] [--awq-gptq off|verify|grid]\n"
-    "       [--act-order] [--order none|blockwise|global] [--static-scales] [--damp 0.01] [--block 128]\n"
+    "       [--act-order] [--order none|blockwise|global] [--refine K] [--static-scales] [--damp 0.01] [--block 128]\n"
     "       [--scale-rule floor|ceil|mse|4over6] [--mse-weights hseq|hinv|hdiag|uniform] [--rounding even|away|zero|stochastic]\n"
     "       [--seed N] [--threads N]\n"
     "  METHOD: rtn, gptq, awq, awq+gptq, sq+rtn, sq+gptq, sq+awq, sq+awq+gptq (steps sq, awq, gptq|rtn joined by '+')\n"

@@ -155,7 +155,7 @@ constexpr const char* quantize_model_usage =
     "       [--calib FILE.u16|.u32 | --calib-text FILE|DIR [--glob '*.py'] [--seed 0] (one required unless METHOD is rtn)]\n"
     "       [--calib-windows 128] [--seq 256]\n"
     "       [--act-format NAME] [--alpha 0.5] [--alpha-grid] [--awq-gptq off|verify|grid] [--awq-loss block|linear]\n"
-    "       [--awq-windows 16] [--damp 0.01] [--block 128] [--act-order] [--order none|blockwise|global]\n"
+    "       [--awq-windows 16] [--damp 0.01] [--block 128] [--act-order] [--order none|blockwise|global] [--refine K]\n"
     "       [--static-scales] [--mse-weights hseq|hinv|hdiag|uniform] [--scale-rule floor|ceil|mse|4over6]\n"
     "       [--qep [--qep-alpha 0.5] [--qep-damp 1.0] (QEP: correct each group for the error upstream)]\n"
     "       [--rotate hadamard:B | none (block Hadamard rotation of every linear's input, B a power of two;\n"
@@ -431,6 +431,7 @@ int run_table(const mxq::cli::args_t& raw) {
     mxq::cli::parsed_args ca = a;
     ca.values["method"] = method;
     ca.values["act-format"] = act;
+    if (mxq::cli::parse_method(method).gptq == std::nullopt) ca.values.erase("refine");  // GPTQ's codes only
     return mxq::cli::recipe_from_args(ca);
   };
   mxq::recipe probe = recipe_of("awq+gptq", "");  // validates the flags before any work

@@ -9,6 +9,7 @@
 //   --awq-gptq off|verify|grid   AWQ before GPTQ (default off, the reference recipe)
 //   --damp --block --act-order --order none|blockwise|global --static-scales --mse-weights
 //   --scale-rule floor|ceil|mse|4over6  --rounding even|away|zero|stochastic
+//   --refine K   coordinate-descent passes over GPTQ's codes (refine.hpp)
 #pragma once
 #include <array>
 #include <cmath>
@@ -101,7 +102,7 @@ inline recipe parse_method(std::string_view method) {
 // Options every recipe-taking command reads (the one grammar), and the GPTQ ones.
 inline const std::set<std::string> recipe_options = {"method", "act-format", "alpha", "awq-gptq", "damp", "block",
                                                      "order", "mse-weights", "scale-rule", "rounding", "threads",
-                                                     "qep-alpha", "qep-damp"};
+                                                     "qep-alpha", "qep-damp", "refine"};
 inline const std::set<std::string> recipe_switches = {"alpha-grid", "act-order", "static-scales", "qep"};
 
 // GPTQ options from the flags. --act-order is the global descending-diag(H) order with static
@@ -137,6 +138,10 @@ inline gptq_options gptq_options_from(const parsed_args& a, const quant_options&
   if (a.values.count("order")) o.order = parse_act_order(a.get("order", "none"));
   o.static_scales = a.has("static-scales");
   o.mse_weights = parse_mse_weighting(a.get("mse-weights", "hseq"));
+  const long refine = a.integer("refine", 0);
+  if (refine < 0 || refine > 1000)
+    throw std::runtime_error("--refine must be a number of passes in [0, 1000] (0 = plain GPTQ)");
+  o.refine_passes = static_cast<int>(refine);
   o.rtn_fallback = true;  // a degenerate Hessian: RTN for that linear, reported, not a failed run
   const long threads = a.integer("threads", 0);
   if (threads < 0) throw std::runtime_error("--threads must be >= 0 (0 = every core)");
@@ -169,6 +174,10 @@ inline recipe recipe_from_args(const parsed_args& a, const std::string& default_
   const auto mode = lookup(awq_gptq_names, a.get("awq-gptq", "off"), "--awq-gptq mode");
   if (rc.awq) rc.awq->gptq_in_loop = mode;
   const gptq_options g = gptq_options_from(a, rc.weight_opt);
+  if (g.refine_passes > 0 && !rc.gptq)
+    throw std::runtime_error("--refine refines GPTQ's codes against its Hessian: it needs a method with gptq");
+  if (g.refine_passes > 0 && rc.weight_opt.rounding == rounding::stochastic)
+    throw std::runtime_error("--refine needs a deterministic rounding (not --rounding stochastic)");
   if (rc.gptq) rc.gptq->options = g;
   rc.threads = g.threads;
   if (a.has("qep")) {
