@@ -9,6 +9,7 @@
 
 #include <chrono>
 
+#include <mxq/hadamard.hpp>
 #include <mxq/io/npy.hpp>
 #include <mxq/llm/forward.hpp>
 #include <mxq/llm/journal.hpp>
@@ -136,6 +137,59 @@ TEST_CASE("mxq table runs a cell and prints a Markdown table", "[cli][model]") {
   CHECK(row(rr.out) == row(r.out));
 }
 
+TEST_CASE("mxq table --best adds the row's best recipe, the model quantize-model makes with its flags", "[cli][model]") {
+  // A reference file for this window count: the row's best reference is its lowest cell.
+  const fs::path ref = scratch() / "ref-best.json";
+  std::ofstream(ref) << R"({"windows": 4, "ppl": {"mxfp4/rtn": 12.0, "mxfp4/gptq": 10.0, "nvfp4/gptq": 1.0}})";
+  const auto t = run_cli("table " + model + " " + test_tokens + " " + calib +
+                         " --windows 4 --calib-windows 2 --only mxfp4/best --best --reference " + ref.string());
+  INFO(t.err);
+  REQUIRE(t.status == 0);
+  std::smatch row, line;
+  REQUIRE(std::regex_search(t.out, row, std::regex(R"(\| W-only \| mxfp4 \| best: --method gptq --rotate hadamard:32 --qep \| fp32 \| ([0-9.]+) \|.*\| 10\.000 \|)")));
+  REQUIRE(std::regex_search(t.out, line, std::regex(R"(best W-only mxfp4: --method gptq --rotate hadamard:32 --qep, ppl ([0-9.]+), best reference 10\.0000 \(gptq\): closes ([0-9.]+)% of its gap)")));
+  // --only matches the keys mxfp4/best and mxfp4/best/Amxfp4, no grid cell.
+  CHECK(t.out.find("| W4A4 | mxfp4 | best: --method mr-gptq --qep --refine 4 | mxfp4 |") != std::string::npos);
+  CHECK(t.out.find("| W-only | mxfp4 | gptq |") == std::string::npos);
+  CHECK(last_line(t.out).rfind("2 cells, 4 test windows, 2 calibration windows, total", 0) == 0);
+  const auto q = run_cli("quantize-model " + model + " --format mxfp4 --method gptq --rotate hadamard:32 --qep " + calib +
+                         " --calib-windows 2 " + test_tokens + " --windows 4 --out " + (scratch() / "best-q").string());
+  INFO(q.err);
+  REQUIRE(q.status == 0);
+  std::smatch m;
+  REQUIRE(std::regex_search(q.out, m, std::regex("ppl: ([0-9.]+)")));
+  const double ppl = std::stod(m[1].str());
+  CHECK(std::abs(std::stod(line[1].str()) / ppl - 1.0) < 2e-4);
+  CHECK(std::abs(std::stod(row[1].str()) - ppl) < 6e-4);
+  const auto base = run_cli("eval-ppl " + model + " " + test_tokens + " --windows 4");
+  REQUIRE(base.status == 0);
+  std::smatch bm;
+  const std::string bl = last_line(base.out);
+  REQUIRE(std::regex_match(bl, bm, std::regex("ppl: ([0-9.]+)")));
+  CHECK(std::abs(std::stod(line[2].str()) - 100.0 * (10.0 - ppl) / (10.0 - std::stod(bm[1].str()))) < 0.06);
+}
+
+TEST_CASE("quantize-model --method mr-gptq is gptq with FP-Quant's rotation, order and MSE grid", "[cli][model][rotation]") {
+  std::string ppl[2];
+  const std::string methods[2] = {"--method mr-gptq",
+                                  "--method gptq --rotate hadamard:32 --act-order --scale-rule mse --mse-grid 100 --mse-norm 2.4"};
+  for (int i = 0; i < 2; ++i) {
+    const fs::path out = scratch() / ("mr" + std::to_string(i));
+    const auto q = run_cli("quantize-model " + model + " --format mxfp4 " + methods[i] + " " + calib + " --calib-windows 2 " +
+                           test_tokens + " --windows 4 --out " + out.string());
+    INFO(q.err);
+    REQUIRE(q.status == 0);
+    std::smatch m;
+    REQUIRE(std::regex_search(q.out, m, std::regex("ppl: ([0-9.]+)")));
+    ppl[i] = m[1].str();
+    // The rotation is recorded: eval-ppl of the checkpoint gives the same number.
+    const auto e = run_cli("eval-ppl --model " + out.string() + " " + test_tokens + " --windows 4");
+    REQUIRE(e.status == 0);
+    CHECK(last_line(e.out) == "ppl: " + ppl[i]);
+  }
+  CHECK(ppl[0] == ppl[1]);
+}
+
 TEST_CASE("model commands: bad input gives one line and a non-zero exit", "[cli][model]") {
   const std::pair<std::string, std::string> cases[] = {
       {"eval-ppl " + model + " " + test_tokens + " --bogus 1", "unknown option"},
@@ -154,6 +208,11 @@ TEST_CASE("model commands: bad input gives one line and a non-zero exit", "[cli]
       {"quantize-model " + model + " --format mxfp4 --method rtn --scale-rule 4over6 --out /tmp/x", "needs a format with UE4M3 block scales"},
       {"quantize-model " + model + " --format mxfp4 --method awq --refine 2 --out /tmp/x", "--refine refines GPTQ's codes"},
       {"quantize-model " + model + " --format mxfp4 --method gptq --refine -1 --out /tmp/x", "--refine must be"},
+      {"quantize-model " + model + " --format mxfp4 --method gptq --mse-grid 100 " + calib + " --out /tmp/x", "--mse-grid is the candidates of --scale-rule mse"},
+      {"quantize-model " + model + " --format mxfp4 --method gptq --scale-rule mse --mse-norm 0 " + calib + " --out /tmp/x", "--mse-norm must be"},
+      {"quantize-model " + model + " --format mxfp4 --method gptq --mse-norm 3 " + calib + " --out /tmp/x", "needs --scale-rule mse or 4over6"},
+      {"quantize-model " + model + " --format mxfp4 --method mr-gptq --rotate hadamard:48 " + calib + " --out /tmp/x", "hadamard:48"},
+      {"quantize-layer --format mxfp4 --method mr-gptq --mse-grid -2 --weight a.npy --inputs b.npy --out q.npy", "--mse-grid must be"},
       {"quantize-layer --format mxfp4 --method gptq --refine 2 --rounding stochastic --weight a.npy --inputs b.npy --out q.npy", "deterministic rounding"},
       {"quantize-model " + model + " --format mxfp4 --method gptq --calib /nonexistent.u16 --out /tmp/x", "/nonexistent.u16"},
       {"quantize-model " + model + " --format mxfp4 --method gptq --awq-gptq maybe " + calib + " --out /tmp/x", "maybe"},
@@ -374,7 +433,9 @@ TEST_CASE("quantize-layer and quantize-model give the same linear for the same r
   const auto& q = w.layers[0].q_proj.weight;
   mxq::npy_save(dir / "x.npy", {static_cast<std::size_t>(x.rows()), static_cast<std::size_t>(x.cols())}, x.data());
   mxq::npy_save(dir / "w.npy", {static_cast<std::size_t>(q.rows()), static_cast<std::size_t>(q.cols())}, q.data());
-  for (const std::string& flags : {std::string("--method gptq"), std::string("--method gptq --act-order"), std::string("--method gptq --act-format mxint8")}) {
+  // mr-gptq: the model keeps Q_rot (its inputs rotated online), the layer writes Q_rot R.
+  for (const std::string& flags : {std::string("--method gptq"), std::string("--method gptq --act-order"), std::string("--method gptq --act-format mxint8"),
+                                   std::string("--method mr-gptq")}) {
     INFO(flags);
     const auto m = run_cli("quantize-model " + model + " --format mxfp4 " + flags + " " + calib +
                            " --calib-windows 4 --out " + (dir / "model").string());
@@ -386,7 +447,10 @@ TEST_CASE("quantize-layer and quantize-model give the same linear for the same r
     REQUIRE(l.status == 0);
     const auto back = mxq::llm::load_model(dir / "model");
     const mxq::tensor_f32 ql = mxq::npy_load_f32(dir / "q.npy");
-    const auto& qm = back.layers[0].q_proj.weight;
+    auto qm = back.layers[0].q_proj.weight;
+    if (flags.find("mr-gptq") != std::string::npos)
+      mxq::rotate_rows(mxq::matrix_view<float>(qm.data(), static_cast<std::size_t>(qm.rows()), static_cast<std::size_t>(qm.cols())),
+                       mxq::hadamard_rotation{32, 1});
     REQUIRE(ql.data.size() == static_cast<std::size_t>(qm.size()));
     CHECK(std::equal(ql.data.begin(), ql.data.end(), qm.data()));
   }

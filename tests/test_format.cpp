@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <span>
 #include <vector>
 
 #include "mxq/format.hpp"
@@ -337,6 +338,67 @@ TEST_CASE("scale rule mse: never worse than floor, weighted by column importance
   std::vector<float> short_w(3);
   bad.column_weights = short_w;
   CHECK_THROWS_AS(fq<mxfp4>(x, cols, bad), mxq::error);
+}
+
+TEST_CASE("scale rule mse grid: FP-Quant's shrinks and error exponent, against brute force", "[format]") {
+  std::mt19937 gen(11);
+  std::student_t_distribution<float> td(2.5f);
+  const std::size_t rows = 16, cols = 512;
+  std::vector<float> x(rows * cols);
+  for (auto& v : x) v = td(gen);
+  const auto norm_err = [](std::span<const float> a, std::span<const float> b, double p) {
+    double e = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) e += std::pow(std::fabs(static_cast<double>(a[i]) - b[i]), p);
+    return e;
+  };
+  quant_options g;
+  g.scale_rule = scale_rule::mse;
+  g.mse_grid = 100;
+  g.mse_norm = 2.4;
+  // MXFP4 by brute force: per 32-block, every exponent floor(log2(p amax)) - 2 of p = 1 - i/100,
+  // i < 80, each element to the nearest E2M1 magnitude (ties to even code, saturating at 6).
+  const auto y = fq<mxfp4>(x, cols, g);
+  constexpr float mags[] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+  for (std::size_t b = 0; b < x.size(); b += 32) {
+    const std::span<const float> xb(&x[b], 32), yb(&y[b], 32);
+    float amax = 0;
+    for (float v : xb) amax = std::max(amax, std::fabs(v));
+    double best = std::numeric_limits<double>::infinity();
+    for (int i = 0; i < 80; ++i) {
+      const int e = static_cast<int>(std::floor(std::log2(static_cast<double>((1.0f - static_cast<float>(i) / 100.0f) * amax)))) - 2;
+      std::vector<float> q(32);
+      for (int k = 0; k < 32; ++k) {
+        const double a = std::fabs(xb[k]) / std::ldexp(1.0, e);
+        int m = 0;
+        for (int c = 1; c < 8; ++c) {
+          const double d = std::fabs(a - mags[c]), dm = std::fabs(a - mags[m]);
+          if (d < dm || (d == dm && c % 2 == 0)) m = c;
+        }
+        q[k] = std::copysign(static_cast<float>(std::ldexp(mags[m], e)), xb[k]);
+      }
+      best = std::min(best, norm_err(xb, q, 2.4));
+    }
+    INFO("block " << b / 32);
+    CHECK(norm_err(xb, yb, 2.4) == Approx(best).epsilon(1e-12));
+  }
+  // Every format: never worse than the plain rule in the grid's own error, and the exponent 2.4
+  // choice no worse in |.|^2.4 than the squared-error one (the same candidates).
+  auto check = [&](auto tag) {
+    using F = typename decltype(tag)::type;
+    INFO(format_traits<F>::name);
+    quant_options g2 = g;
+    g2.mse_norm = 2.0;
+    const auto yf = fq<F>(x, cols), yg = fq<F>(x, cols, g), yg2 = fq<F>(x, cols, g2);
+    CHECK(norm_err(x, yg, 2.4) <= norm_err(x, yf, 2.4));
+    CHECK(norm_err(x, yg, 2.4) <= norm_err(x, yg2, 2.4));
+    CHECK(norm_err(x, yg2, 2.0) <= norm_err(x, yf, 2.0));
+    CHECK(norm_err(x, yg2, 2.0) <= norm_err(x, yg, 2.0));
+  };
+  check(format_tag<mxfp4>{});
+  check(format_tag<mxint4>{});
+  check(format_tag<nvfp4>{});
+  check(format_tag<int4_g128>{});
+  check(format_tag<mxfp6_e2m3>{});
 }
 
 TEST_CASE("NVFP4: two-level scale against hand-computed cases", "[format][nvfp4]") {

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -15,6 +16,7 @@
 
 #include <mxq/format.hpp>
 #include <mxq/hessian.hpp>
+#include <mxq/hadamard.hpp>
 #include <mxq/io/npy.hpp>
 #include <mxq/metrics.hpp>
 #include <mxq/recipe.hpp>
@@ -30,9 +32,13 @@ constexpr const char* usage =
     "       [--act-format NAME] [--alpha 0.5] [--alpha-grid] [--awq-gptq off|verify|grid]\n"
     "       [--act-order] [--order none|blockwise|global] [--refine K] [--static-scales] [--damp 0.01] [--block 128]\n"
     "       [--scale-rule floor|ceil|mse|4over6] [--mse-weights hseq|hinv|hdiag|uniform] [--rounding even|away|zero|stochastic]\n"
-    "       [--seed N] [--threads N]\n"
-    "  METHOD: rtn, gptq, awq, awq+gptq, sq+rtn, sq+gptq, sq+awq, sq+awq+gptq (steps sq, awq, gptq|rtn joined by '+')\n"
+    "       [--mse-grid N] [--mse-norm 2] [--rotate hadamard:B | none] [--seed N] [--threads N]\n"
+    "  METHOD: rtn, gptq, awq, awq+gptq, sq+rtn, sq+gptq, sq+awq, sq+awq+gptq (steps sq, awq, gptq|rtn joined by '+'),\n"
+    "          mr-gptq (gptq --rotate hadamard:32 --act-order --scale-rule mse --mse-grid 100 --mse-norm 2.4)\n"
     "  W: float32 [out, in]; X: float32 [tokens, in]; Q: dequantized float32 [out, in]\n"
+    "  --rotate: W and X are rotated (W R, X R), the layer quantized in that basis and Q written back in\n"
+    "  the original one (Q_rot R, R = R^-1); the error is the rotated layer's on the rotated (and\n"
+    "  --act-format quantized) inputs, as a model runs it\n"
     "  rtn with --scale-rule mse weights each column's error by mean x^2 of the inputs";
 
 // A 2-D float32/float16 .npy file with only finite values.
@@ -81,6 +87,20 @@ int run(const mxq::cli::args_t& raw) {
                              "] but inputs are [" + std::to_string(x.shape[0]) + ", " + std::to_string(x.shape[1]) +
                              "] (expected [tokens, " + std::to_string(w.shape[1]) + "])");
   if (x.shape[0] == 0) throw std::runtime_error("the inputs hold no tokens");
+  // A rotation: the layer is quantized in the rotated basis (the recipe's one group cannot rotate).
+  const std::optional<mxq::hadamard_rotation> rotation = rc.rotation;
+  rc.rotation.reset();
+  loaded w_rot, x_rot;  // copies only under a rotation
+  if (rotation) {
+    w_rot = w, x_rot = x;
+    if (w.shape[1] % rotation->block != 0)
+      throw std::runtime_error("--rotate hadamard:" + std::to_string(rotation->block) + ": the layer's input dimension " +
+                               std::to_string(w.shape[1]) + " is not a multiple of the block");
+    mxq::rotate_rows(mxq::matrix_view<float>(w_rot.data.data(), w_rot.shape[0], w_rot.shape[1]), *rotation);
+    mxq::rotate_rows(mxq::matrix_view<float>(x_rot.data.data(), x_rot.shape[0], x_rot.shape[1]), *rotation);
+  }
+  const loaded& wr = rotation ? w_rot : w;
+  const loaded& xr = rotation ? x_rot : x;
 
   std::mt19937_64 gen(static_cast<std::uint64_t>(a.integer("seed", 0)));
   std::uniform_real_distribution<double> u(0.0, 1.0);
@@ -92,7 +112,7 @@ int run(const mxq::cli::args_t& raw) {
   std::vector<float> mean_sq;
   if (!rc.calibrates() && rc.weight_opt.scale_rule == mxq::scale_rule::mse) {
     mxq::hessian_accumulator h(x.shape[1], mxq::hessian_options{false, 0, "inputs"});
-    h.add(x.view());
+    h.add(xr.view());
     const auto hm = h.matrix();
     for (std::size_t j = 0; j < hm.rows; ++j) mean_sq.push_back(hm(j, j) / 2.0f);
     rc.weight_opt.column_weights = mean_sq;
@@ -105,9 +125,9 @@ int run(const mxq::cli::args_t& raw) {
   go.name = "layer";
   mxq::visit_format(format, [&](auto tag) {
     using F = typename decltype(tag)::type;
-    auto r = mxq::quantize_linear<F>(w.view(), x.view(), rc, go);
+    auto r = mxq::quantize_linear<F>(wr.view(), xr.view(), rc, go);
     char line[256];
-    notes.push_back("recipe: " + rc.name());
+    notes.push_back("recipe: " + rc.name() + (rotation ? " (" + mxq::llm::rotation_name(rotation) + ")" : ""));
     if (rc.smoothquant) {
       std::snprintf(line, sizeof line, "smoothquant: alpha %.3g, s in %s", static_cast<double>(r.alpha),
                     range_of(r.smooth_scales).c_str());
@@ -128,8 +148,8 @@ int run(const mxq::cli::args_t& raw) {
     }
     q.assign(r.weights[0].data(), r.weights[0].data() + r.weights[0].size());
     const bool scaled = std::any_of(r.scales.begin(), r.scales.end(), [](float v) { return v != 1.0f; });
-    if (scaled || rc.act) {
-      mxq::row_matrix_f xs = mxq::detail::calib::to_eigen(x.view());
+    if (scaled || rc.act || rotation) {
+      mxq::row_matrix_f xs = mxq::detail::calib::to_eigen(xr.view());
       if (scaled) mxq::divide_columns(mxq::view_of(xs), r.scales);
       if (rc.act) rc.act.apply(mxq::view_of(xs), mxq::view_of(xs));
       xq.assign(xs.data(), xs.data() + xs.size());
@@ -138,7 +158,9 @@ int run(const mxq::cli::args_t& raw) {
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const mxq::matrix_view<const float> qv(q.data(), w.shape[0], w.shape[1]);
   const mxq::matrix_view<const float> xv = xq.empty() ? x.view() : mxq::matrix_view<const float>(xq.data(), x.shape[0], x.shape[1]);
+  // W Xᵀ = (W R)(X R)ᵀ: the reference product is the same in either basis.
   const double err = mxq::relative_output_error(w.view(), qv, x.view(), xv);
+  if (rotation) mxq::rotate_rows(mxq::matrix_view<float>(q.data(), w.shape[0], w.shape[1]), *rotation);  // Q_rot R
   mxq::npy_save(out, {w.shape[0], w.shape[1]}, q.data());
   std::printf("quantize-layer: %s %s, W [%zu, %zu], X [%zu, %zu], %.3f s\n", method.c_str(), format.c_str(), w.shape[0],
               w.shape[1], x.shape[0], x.shape[1], secs);

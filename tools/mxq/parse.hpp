@@ -10,6 +10,11 @@
 //   --damp --block --act-order --order none|blockwise|global --static-scales --mse-weights
 //   --scale-rule floor|ceil|mse|4over6  --rounding even|away|zero|stochastic
 //   --refine K   coordinate-descent passes over GPTQ's codes (refine.hpp)
+//   --mse-grid N --mse-norm P   scale_rule::mse's FP-Quant grid (N shrinks) and error exponent
+//   --rotate hadamard:B|none    block Hadamard rotation of every linear's input (a whole-model step;
+//                               quantize-layer applies it to its one layer)
+//   --method mr-gptq   MR-GPTQ (FP-Quant): gptq with --rotate hadamard:32, --act-order (static
+//                      scales), --scale-rule mse --mse-grid 100 --mse-norm 2.4, each overridable
 #pragma once
 #include <array>
 #include <cmath>
@@ -23,6 +28,7 @@
 
 #include <mxq/format/registry.hpp>
 #include <mxq/gptq.hpp>
+#include <mxq/llm/quantize_model.hpp>
 #include <mxq/quant/options.hpp>
 #include <mxq/recipe.hpp>
 #include <mxq/stats.hpp>
@@ -102,7 +108,8 @@ inline recipe parse_method(std::string_view method) {
 // Options every recipe-taking command reads (the one grammar), and the GPTQ ones.
 inline const std::set<std::string> recipe_options = {"method", "act-format", "alpha", "awq-gptq", "damp", "block",
                                                      "order", "mse-weights", "scale-rule", "rounding", "threads",
-                                                     "qep-alpha", "qep-damp", "refine"};
+                                                     "qep-alpha", "qep-damp", "refine", "mse-grid", "mse-norm",
+                                                     "rotate"};
 inline const std::set<std::string> recipe_switches = {"alpha-grid", "act-order", "static-scales", "qep"};
 
 // GPTQ options from the flags. --act-order is the global descending-diag(H) order with static
@@ -153,13 +160,38 @@ inline quant_options weight_options_from(const parsed_args& a) {
   quant_options q;
   q.scale_rule = parse_scale_rule(a.get("scale-rule", "floor"));
   q.rounding = parse_rounding(a.get("rounding", "even"));
+  const long grid = a.integer("mse-grid", 0);
+  if (grid < 0 || grid > 10000) throw std::runtime_error("--mse-grid must be a number of shrink steps in [0, 10000] (0 = the format's own candidates)");
+  if (grid > 0 && q.scale_rule != scale_rule::mse) throw std::runtime_error("--mse-grid is the candidates of --scale-rule mse: give that too");
+  q.mse_grid = static_cast<int>(grid);
+  q.mse_norm = a.number("mse-norm", 2.0);
+  if (!(q.mse_norm > 0.0 && q.mse_norm <= 16.0)) throw std::runtime_error("--mse-norm must be an error exponent in (0, 16]");
+  if (a.values.count("mse-norm") && q.scale_rule != scale_rule::mse && q.scale_rule != scale_rule::four_over_six)
+    throw std::runtime_error("--mse-norm is the error of the scale searches: it needs --scale-rule mse or 4over6");
   return q;
+}
+
+// MR-GPTQ (FP-Quant, arXiv 2509.23202): GPTQ behind a block Hadamard rotation of 32, columns in
+// descending diag(H) order with scales fixed up front, each block's scale from FP-Quant's MSE grid
+// (100 shrinks, error exponent 2.4). Flags the command gives win over these.
+inline parsed_args with_mr_gptq_defaults(parsed_args a) {
+  a.values["method"] = "gptq";
+  a.values.try_emplace("rotate", "hadamard:32");
+  if (!a.values.count("order")) a.flags.insert("act-order");
+  a.values.try_emplace("scale-rule", "mse");
+  if (a.get("scale-rule", "mse") == "mse") a.values.try_emplace("mse-grid", "100");
+  if (a.get("scale-rule", "mse") == "mse" || a.get("scale-rule", "mse") == "4over6") a.values.try_emplace("mse-norm", "2.4");
+  return a;
 }
 
 // The whole recipe: --method (default `default_method`) with the flags that tune its steps.
 // Validates everything (formats included) before any work.
 inline recipe recipe_from_args(const parsed_args& a, const std::string& default_method = "rtn") {
+  if (a.get("method", default_method) == "mr-gptq") return recipe_from_args(with_mr_gptq_defaults(a));
   recipe rc = parse_method(a.get("method", default_method));
+  rc.rotation = llm::parse_rotation(a.get("rotate", ""), "--rotate");
+  if (rc.rotation && (rc.smoothquant || rc.awq))
+    throw std::runtime_error("--rotate does not combine with the sq/awq steps yet (their scales fold where the rotation stands)");
   rc.weight_opt = weight_options_from(a);
   const std::string act = a.get("act-format", "");
   if (!act.empty() && act != "none" && !is_known_format(act))

@@ -35,6 +35,25 @@ block_params pick_least_error(std::span<const float> x, std::span<const float> w
   }
   return best;
 }
+// FP-Quant's grid (quant_options::mse_grid > 0): the candidate `make(p)` of each shrink factor p,
+// consecutive repeats (the same stored scale and zero) tried once; the first least error wins.
+template <class E, class Make>
+block_params pick_least_error_grid(std::span<const float> x, std::span<const float> w, const quant_options& opt,
+                                   Make&& make) {
+  block_params best{};
+  double best_err = std::numeric_limits<double>::infinity();
+  bool have = false;
+  std::uint32_t last_code = 0;
+  int last_zero = 0;
+  for (int i = 0; i < shrink_count(opt.mse_grid); ++i) {
+    const block_params p = make(shrink_factor(i, opt.mse_grid));
+    if (have && p.scale_code == last_code && p.zero == last_zero) continue;
+    have = true, last_code = p.scale_code, last_zero = p.zero;
+    const double e = block_sq_error<E>(x, w, p, opt);
+    if (e < best_err) best_err = e, best = p;
+  }
+  return have ? best : make(1.0f);
+}
 inline block_params nan_block(std::uint32_t code) { return {std::numeric_limits<double>::quiet_NaN(), code, 0, true}; }
 }  // namespace detail
 
@@ -69,6 +88,9 @@ struct e8m0_scale {
         // max_value * 2^e_floor >= 2^(emax + e_floor) > amax / 2, so one step up never clips
         return from_exponent(static_cast<double>(amax) > C::max_value * detail::exp2i(e_floor) ? e_floor + 1 : e_floor);
       case scale_rule::mse: {
+        if (opt.mse_grid > 0)  // p * amax is finite and > 0: its exponent bits are exact
+          return detail::pick_least_error_grid<E>(
+              x, w, opt, [&](float p) { return from_exponent(detail::floor_log2(p * amax) - C::emax); });
         const block_params c[] = {from_exponent(e_floor), from_exponent(e_floor + 1), from_exponent(e_floor - 1),
                                   from_exponent(e_floor - 2)};
         return detail::pick_least_error<E>(x, w, opt, c);
@@ -141,6 +163,11 @@ struct ue4m3_scale {
         return from_code(static_cast<std::uint32_t>(c), t);
       }
       case scale_rule::mse: {
+        if (opt.mse_grid > 0)
+          return detail::pick_least_error_grid<E>(x, w, opt, [&](float p) {
+            int c = detail::round_magnitude<e4m3>(static_cast<double>(p * s), 1.0, rounding::nearest_even, rne);
+            return from_code(static_cast<std::uint32_t>(std::clamp(c, 1, int{max_code})), t);
+          });
         block_params c[7];
         int n = 0;
         for (int d : {0, 1, -1, 2, -2, 3, -3})
@@ -233,6 +260,8 @@ struct float_scale {
     };
     if (opt.scale_rule != scale_rule::mse) return make(xmin, xmax);  // min-max never clips: ceil == floor
                                                                      // (4/6: refused at the entry points)
+    if (opt.mse_grid > 0)
+      return detail::pick_least_error_grid<E>(x, w, opt, [&](float p) { return make(p * xmin, p * xmax); });
     // GPTQ's grid: shrink the range by p = 1.00, 0.99, ..., 0.21 and keep the least error.
     block_params cands[80];
     for (int i = 0; i < 80; ++i) {

@@ -53,19 +53,25 @@ float decode_element(std::uint8_t code, const block_params& p) {
 
 namespace detail {
 
-// Weighted squared error of a block under candidate parameters (scale searches).
+// Weighted error sum w |x - Q(x)|^opt.mse_norm of a block under candidate parameters (scale
+// searches; the squared error at the default norm 2).
 template <class E>
 double block_sq_error(std::span<const float> x, std::span<const float> w, const block_params& p,
                       const quant_options& opt) {
   quant_options o = opt;
   if (o.rounding == rounding::stochastic) o.rounding = rounding::nearest_even;  // deterministic search
+  const bool squared = opt.mse_norm == 2.0;
   double err = 0.0;
   for (std::size_t i = 0; i < x.size(); ++i) {
     const double d = static_cast<double>(decode_element<E>(encode_element<E>(x[i], p, o), p)) - x[i];
-    err += (w.empty() ? 1.0 : static_cast<double>(w[i])) * d * d;
+    err += (w.empty() ? 1.0 : static_cast<double>(w[i])) * (squared ? d * d : std::pow(std::fabs(d), opt.mse_norm));
   }
   return err;
 }
+
+// FP-Quant's shrink grid (quant_options::mse_grid = n > 0): p = 1 - i/n for i < 0.8 n.
+inline int shrink_count(int n) noexcept { return (4 * n) / 5; }
+inline float shrink_factor(int i, int n) noexcept { return 1.0f - static_cast<float>(i) / static_cast<float>(n); }
 
 // max |x| over a block; returns NaN/Inf if the block holds any.
 inline float block_amax(std::span<const float> x) noexcept {

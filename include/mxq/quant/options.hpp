@@ -45,6 +45,14 @@ struct quant_options {
   // Optional per-column importance for scale_rule::mse (e.g. diag(H) or E[x^2]); one weight per
   // column of the matrix being quantized, empty for unweighted.
   std::span<const float> column_weights = {};
+  // The error the scale searches (mse, 4over6) minimize: sum of w |x - Q(x)|^mse_norm. 2 is the
+  // squared error; FP-Quant's MR-GPTQ uses 2.4, which weighs the largest errors more.
+  double mse_norm = 2.0;
+  // scale_rule::mse's candidates: 0, each encoding's own (E8M0: the floor exponent and its three
+  // neighbours; UE4M3: the ModelOpt code +-3; float scales: GPTQ's 80 shrinks 1.00..0.21); N > 0,
+  // FP-Quant's grid: the block range shrunk by p = 1 - i/N for i < 0.8 N (p = 1 .. 0.2), each cast
+  // to the scale encoding, the distinct results tried in that order.
+  int mse_grid = 0;
   // Threads the SIMD kernels split rows over (quantize / fake_quant; <= 0: every core). Results do
   // not depend on it. The scalar oracle and stochastic rounding (one caller RNG) stay on one thread.
   int threads = 1;
