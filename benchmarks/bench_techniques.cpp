@@ -107,6 +107,19 @@ void BM_technique_gptq_mxfp4_refine4(benchmark::State& s) {
     s.counters["loss_ratio"] = r.refine.loss_after / r.refine.loss_before;
   });
 }
+// MR-GPTQ's GPTQ (no rotation): static act-order, FP-Quant's MSE grid (100 shrinks, norm 2.4).
+void BM_technique_gptq_mxfp4_mr(benchmark::State& s) {
+  mxq::gptq_options o = gptq_opt(mxq::scale_rule::mse);
+  o.order = mxq::act_order::global;
+  o.quant.mse_grid = 100;
+  o.quant.mse_norm = 2.4;
+  run(s, [&] { benchmark::DoNotOptimize(mxq::gptq<mxq::mxfp4>(data().wv(), data().hv(), o).loss); });
+}
+void BM_technique_gptq_nvfp4_mse_grid100(benchmark::State& s) {
+  mxq::gptq_options o = gptq_opt(mxq::scale_rule::mse);
+  o.quant.mse_grid = 100;
+  run(s, [&] { benchmark::DoNotOptimize(mxq::gptq<mxq::nvfp4>(data().wv(), data().hv(), o).loss); });
+}
 void BM_technique_rtn_nvfp4(benchmark::State& s) {
   run(s, [] { benchmark::DoNotOptimize(mxq::quantize<mxq::nvfp4>(data().wv(), rtn_opt(mxq::scale_rule::floor)).rows()); });
 }
@@ -143,6 +156,8 @@ MXQ_TECHNIQUE(BM_technique_gptq_mxfp4);
 MXQ_TECHNIQUE(BM_technique_gptq_nvfp4);
 MXQ_TECHNIQUE(BM_technique_gptq_nvfp4_4over6);
 MXQ_TECHNIQUE(BM_technique_gptq_mxfp4_refine4);
+MXQ_TECHNIQUE(BM_technique_gptq_mxfp4_mr);
+MXQ_TECHNIQUE(BM_technique_gptq_nvfp4_mse_grid100);
 MXQ_TECHNIQUE(BM_technique_rtn_nvfp4);
 MXQ_TECHNIQUE(BM_technique_rtn_nvfp4_4over6);
 MXQ_TECHNIQUE(BM_technique_hadamard_w);

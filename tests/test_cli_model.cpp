@@ -140,7 +140,7 @@ TEST_CASE("mxq table runs a cell and prints a Markdown table", "[cli][model]") {
 TEST_CASE("mxq table --best adds the row's best recipe, the model quantize-model makes with its flags", "[cli][model]") {
   // A reference file for this window count: the row's best reference is its lowest cell.
   const fs::path ref = scratch() / "ref-best.json";
-  std::ofstream(ref) << R"({"windows": 4, "ppl": {"mxfp4/rtn": 12.0, "mxfp4/gptq": 10.0, "nvfp4/gptq": 1.0}})";
+  std::ofstream(ref) << R"({"windows": 4, "ppl": {"mxfp4/rtn": 12.0, "mxfp4/gptq": 10.0, "int4_pc/gptq": 1.0}})";
   const auto t = run_cli("table " + model + " " + test_tokens + " " + calib +
                          " --windows 4 --calib-windows 2 --only mxfp4/best --best --reference " + ref.string());
   INFO(t.err);
@@ -152,6 +152,16 @@ TEST_CASE("mxq table --best adds the row's best recipe, the model quantize-model
   CHECK(t.out.find("| W4A4 | mxfp4 | best: --method mr-gptq --qep --refine 4 | mxfp4 |") != std::string::npos);
   CHECK(t.out.find("| W-only | mxfp4 | gptq |") == std::string::npos);
   CHECK(last_line(t.out).rfind("2 cells, 4 test windows, 2 calibration windows, total", 0) == 0);
+  // Without a reference cell for the row, the row's best cell measured in the same run.
+  const auto n = run_cli("table " + model + " " + test_tokens + " " + calib +
+                         " --windows 4 --calib-windows 2 --only nvfp4 --best --reference " + ref.string());
+  INFO(n.err);
+  REQUIRE(n.status == 0);
+  std::smatch nr, ng;
+  REQUIRE(std::regex_search(n.out, ng, std::regex(R"(\| W-only \| nvfp4 \| gptq \| fp32 \| ([0-9.]+) \|)")));
+  REQUIRE(std::regex_search(n.out, nr, std::regex(R"(best W-only nvfp4: [^,]+, ppl [0-9.]+, best reference ([0-9.]+) \((rtn|gptq), this run\))")));
+  if (nr[2].str() == "gptq") CHECK(std::abs(std::stod(nr[1].str()) - std::stod(ng[1].str())) < 6e-4);
+  else CHECK(std::stod(nr[1].str()) < std::stod(ng[1].str()) + 6e-4);
   const auto q = run_cli("quantize-model " + model + " --format mxfp4 --method gptq --rotate hadamard:32 --qep " + calib +
                          " --calib-windows 2 " + test_tokens + " --windows 4 --out " + (scratch() / "best-q").string());
   INFO(q.err);

@@ -545,7 +545,7 @@ int run_table(const mxq::cli::args_t& raw) {
   };
   row("baseline", "bf16", "–", "", base, base_s);
   std::size_t done = 0;
-  std::map<std::string, double> cell_secs;  // a cell's time, for the --best rows' cost
+  std::map<std::string, double> cell_secs, cell_ppl;  // a cell's time and ppl, for the --best rows
   for (const cell& c : grid) {
     const std::string key = cell_key(c.format, c.method, c.act);
     if (!only.empty() && key.find(only) == std::string::npos) continue;
@@ -559,6 +559,7 @@ int run_table(const mxq::cli::args_t& raw) {
     std::fprintf(stderr, "table: %-28s ppl %.4f (%.1f s)\n", key.c_str(), ppl, secs);
     row(c.group, c.format, c.method, c.act, ppl, secs);
     cell_secs[key] = secs;
+    cell_ppl[key] = ppl;
     ++done;
   }
   std::vector<std::string> best_lines;
@@ -578,6 +579,12 @@ int run_table(const mxq::cli::args_t& raw) {
     for (const cell& c : grid)
       if (std::string(c.group) == b.group && std::string(c.format) == b.format && std::string(c.act) == b.act)
         if (const double v = ref_of(cell_key(c.format, c.method, c.act)); v > 0 && (r == 0.0 || v < r)) r = v, r_method = c.method;
+    // No reference cell (NVFP4's row, another window count): the row's best cell of this run.
+    if (r == 0.0)
+      for (const cell& c : grid)
+        if (std::string(c.group) == b.group && std::string(c.format) == b.format && std::string(c.act) == b.act)
+          if (const auto it = cell_ppl.find(cell_key(c.format, c.method, c.act)); it != cell_ppl.end() && (r == 0.0 || it->second < r))
+            r = it->second, r_method = std::string(c.method) + ", this run";
     char refs[64] = "–", dref[64] = "–";
     if (r > 0) std::snprintf(refs, sizeof refs, "%.3f", r), std::snprintf(dref, sizeof dref, "%+.2f%%", 100.0 * (ppl / r - 1.0));
     std::printf("| %s | %s | best: %s | %s | %.3f | %+.2f%% | %s | %s | %.1f |\n", b.group, b.format, label.c_str(),
@@ -587,7 +594,7 @@ int run_table(const mxq::cli::args_t& raw) {
     const int n = r > base ? std::snprintf(line, sizeof line, "best %s %s%s%s: %s, ppl %.4f, best reference %.4f (%s): closes %.1f%% of its gap to the baseline",
                                            b.group, b.format, *b.act ? " / " : "", b.act, label.c_str(), ppl, r, r_method.c_str(),
                                            100.0 * (r - ppl) / (r - base))
-                           : std::snprintf(line, sizeof line, "best %s %s%s%s: %s, ppl %.4f (no reference cell for this window count)",
+                           : std::snprintf(line, sizeof line, "best %s %s%s%s: %s, ppl %.4f (no reference cell for this window count, no cell of its row run)",
                                            b.group, b.format, *b.act ? " / " : "", b.act, label.c_str(), ppl);
     std::string text(line, static_cast<std::size_t>(std::max(n, 0)));
     const auto g = cell_secs.find(cell_key(b.format, "gptq", b.act));
