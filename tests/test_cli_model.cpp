@@ -146,10 +146,10 @@ TEST_CASE("mxq table --best adds the row's best recipe, the model quantize-model
   INFO(t.err);
   REQUIRE(t.status == 0);
   std::smatch row, line;
-  REQUIRE(std::regex_search(t.out, row, std::regex(R"(\| W-only \| mxfp4 \| best: --method gptq --rotate hadamard:32 --qep \| fp32 \| ([0-9.]+) \|.*\| 10\.000 \|)")));
-  REQUIRE(std::regex_search(t.out, line, std::regex(R"(best W-only mxfp4: --method gptq --rotate hadamard:32 --qep, ppl ([0-9.]+), best reference 10\.0000 \(gptq\): closes ([0-9.]+)% of its gap)")));
+  REQUIRE(std::regex_search(t.out, row, std::regex(R"(\| W-only \| mxfp4 \| best: --method gptq --rotate hadamard:16 --qep --refine 4 \| fp32 \| ([0-9.]+) \|.*\| 10\.000 \|)")));
+  REQUIRE(std::regex_search(t.out, line, std::regex(R"(best W-only mxfp4: --method gptq --rotate hadamard:16 --qep --refine 4, ppl ([0-9.]+), best reference 10\.0000 \(gptq\): closes ([0-9.]+)% of its gap)")));
   // --only matches the keys mxfp4/best and mxfp4/best/Amxfp4, no grid cell.
-  CHECK(t.out.find("| W4A4 | mxfp4 | best: --method mr-gptq --qep --refine 4 | mxfp4 |") != std::string::npos);
+  CHECK(t.out.find("| W4A4 | mxfp4 | best: --method mr-gptq --rotate hadamard:16 --qep --refine 4 | mxfp4 |") != std::string::npos);
   CHECK(t.out.find("| W-only | mxfp4 | gptq |") == std::string::npos);
   CHECK(last_line(t.out).rfind("2 cells, 4 test windows, 2 calibration windows, total", 0) == 0);
   // Without a reference cell for the row, the row's best cell measured in the same run.
@@ -162,7 +162,7 @@ TEST_CASE("mxq table --best adds the row's best recipe, the model quantize-model
   REQUIRE(std::regex_search(n.out, nr, std::regex(R"(best W-only nvfp4: [^,]+, ppl [0-9.]+, best reference ([0-9.]+) \((rtn|gptq), this run\))")));
   if (nr[2].str() == "gptq") CHECK(std::abs(std::stod(nr[1].str()) - std::stod(ng[1].str())) < 6e-4);
   else CHECK(std::stod(nr[1].str()) < std::stod(ng[1].str()) + 6e-4);
-  const auto q = run_cli("quantize-model " + model + " --format mxfp4 --method gptq --rotate hadamard:32 --qep " + calib +
+  const auto q = run_cli("quantize-model " + model + " --format mxfp4 --method gptq --rotate hadamard:16 --qep --refine 4 " + calib +
                          " --calib-windows 2 " + test_tokens + " --windows 4 --out " + (scratch() / "best-q").string());
   INFO(q.err);
   REQUIRE(q.status == 0);

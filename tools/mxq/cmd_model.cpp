@@ -403,11 +403,11 @@ struct best_cell {
 
 constexpr best_cell best_grid[] = {
     {"W-only", "mxint4", "", "--method mr-gptq --qep"},
-    {"W-only", "mxfp4", "", "--method gptq --rotate hadamard:32 --qep"},
-    {"W-only", "int4_g128", "", "--method gptq --qep --scale-rule mse --act-order"},
-    {"W-only", "nvfp4", "", "--method gptq --qep --scale-rule mse --mse-grid 100"},
+    {"W-only", "mxfp4", "", "--method gptq --rotate hadamard:16 --qep --refine 4"},
+    {"W-only", "int4_g128", "", "--method gptq --rotate hadamard:32 --qep --scale-rule mse --act-order"},
+    {"W-only", "nvfp4", "", "--method gptq --qep --scale-rule mse --mse-grid 100 --refine 4"},
     {"W4A8", "mxint4", "mxint8", "--method gptq --rotate hadamard:32 --qep --scale-rule mse"},
-    {"W4A4", "mxfp4", "mxfp4", "--method mr-gptq --qep --refine 4"},
+    {"W4A4", "mxfp4", "mxfp4", "--method mr-gptq --rotate hadamard:16 --qep --refine 4"},
 };
 
 // The flags as words: "--method gptq --qep" -> {"--method", "gptq", "--qep"}.
