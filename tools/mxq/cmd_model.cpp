@@ -534,30 +534,33 @@ int run_table(const mxq::cli::args_t& raw) {
 
   std::printf("| config | format | method | act | PPL | Δ vs fp | ref PPL | Δ vs ref | time (s) |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|\n");
+  // One table row; r = its reference ppl (0: none).
   auto row = [&](const std::string& group, const std::string& format, const std::string& method, const std::string& act,
-                 double ppl, double secs) {
-    const double r = ref_of(cell_key(format, method, act).c_str());
+                 double ppl, double secs, double r) {
     char refs[64] = "–", dref[64] = "–";
     if (r > 0) std::snprintf(refs, sizeof refs, "%.3f", r), std::snprintf(dref, sizeof dref, "%+.2f%%", 100.0 * (ppl / r - 1.0));
     std::printf("| %s | %s | %s | %s | %.3f | %+.2f%% | %s | %s | %.1f |\n", group.c_str(), format.c_str(), method.c_str(),
                 act.empty() ? "fp32" : act.c_str(), ppl, 100.0 * (ppl / base - 1.0), refs, dref, secs);
     std::fflush(stdout);
   };
-  row("baseline", "bf16", "–", "", base, base_s);
+  row("baseline", "bf16", "–", "", base, base_s, 0.0);
+  // Quantizes a copy of the model by `rc` and evaluates it: {ppl, seconds}.
+  auto run_cell = [&](const std::string& format, mxq::recipe rc) {
+    const auto t = clock_type::now();
+    mxq::llm::model_weights w = original;
+    const mxq::llm::model_options mo = model_options_from(a, rc);  // (sets AWQ's search tokens in rc)
+    run_quantization(w, calib, format, rc, mo, [](const auto&) {});
+    const double ppl = eval(w, rc);
+    return std::pair{ppl, seconds(t)};
+  };
   std::size_t done = 0;
   std::map<std::string, double> cell_secs, cell_ppl;  // a cell's time and ppl, for the --best rows
   for (const cell& c : grid) {
     const std::string key = cell_key(c.format, c.method, c.act);
     if (!only.empty() && key.find(only) == std::string::npos) continue;
-    t0 = clock_type::now();
-    mxq::llm::model_weights w = original;
-    mxq::recipe rc = recipe_of(c.method, c.act);
-    const mxq::llm::model_options mo = model_options_from(a, rc);
-    run_quantization(w, calib, c.format, rc, mo, [](const auto&) {});
-    const double ppl = eval(w, rc);
-    const double secs = seconds(t0);
+    const auto [ppl, secs] = run_cell(c.format, recipe_of(c.method, c.act));
     std::fprintf(stderr, "table: %-28s ppl %.4f (%.1f s)\n", key.c_str(), ppl, secs);
-    row(c.group, c.format, c.method, c.act, ppl, secs);
+    row(c.group, c.format, c.method, c.act, ppl, secs, ref_of(key));
     cell_secs[key] = secs;
     cell_ppl[key] = ppl;
     ++done;
@@ -565,31 +568,23 @@ int run_table(const mxq::cli::args_t& raw) {
   std::vector<std::string> best_lines;
   for (const best_cell& b : best) {
     const std::string key = cell_key(b.format, "best", b.act), label = b.flags;
-    t0 = clock_type::now();
-    mxq::llm::model_weights w = original;
-    mxq::recipe rc = best_recipe(b);
-    const mxq::llm::model_options mo = model_options_from(a, rc);
-    run_quantization(w, calib, b.format, rc, mo, [](const auto&) {});
-    const double ppl = eval(w, rc);
-    const double secs = seconds(t0);
+    const auto [ppl, secs] = run_cell(b.format, best_recipe(b));
     std::fprintf(stderr, "table: %-28s ppl %.4f (%.1f s)\n", (key + " " + label).c_str(), ppl, secs);
-    // The row's best reference cell (the grid's cells of the same group, format and activations).
+    // The row's best reference cell (the grid's cells of the same group, format and activations);
+    // without one (NVFP4's row, another window count), the row's best cell of this run.
     double r = 0.0;
     std::string r_method;
-    for (const cell& c : grid)
-      if (std::string(c.group) == b.group && std::string(c.format) == b.format && std::string(c.act) == b.act)
-        if (const double v = ref_of(cell_key(c.format, c.method, c.act)); v > 0 && (r == 0.0 || v < r)) r = v, r_method = c.method;
-    // No reference cell (NVFP4's row, another window count): the row's best cell of this run.
-    if (r == 0.0)
-      for (const cell& c : grid)
-        if (std::string(c.group) == b.group && std::string(c.format) == b.format && std::string(c.act) == b.act)
-          if (const auto it = cell_ppl.find(cell_key(c.format, c.method, c.act)); it != cell_ppl.end() && (r == 0.0 || it->second < r))
-            r = it->second, r_method = std::string(c.method) + ", this run";
-    char refs[64] = "–", dref[64] = "–";
-    if (r > 0) std::snprintf(refs, sizeof refs, "%.3f", r), std::snprintf(dref, sizeof dref, "%+.2f%%", 100.0 * (ppl / r - 1.0));
-    std::printf("| %s | %s | best: %s | %s | %.3f | %+.2f%% | %s | %s | %.1f |\n", b.group, b.format, label.c_str(),
-                *b.act ? b.act : "fp32", ppl, 100.0 * (ppl / base - 1.0), refs, dref, secs);
-    std::fflush(stdout);
+    for (const bool measured : {false, true}) {
+      if (r > 0.0) break;
+      for (const cell& c : grid) {
+        if (std::string(c.group) != b.group || std::string(c.format) != b.format || std::string(c.act) != b.act) continue;
+        const std::string ck = cell_key(c.format, c.method, c.act);
+        const auto it = cell_ppl.find(ck);
+        const double v = !measured ? ref_of(ck) : it == cell_ppl.end() ? 0.0 : it->second;
+        if (v > 0 && (r == 0.0 || v < r)) r = v, r_method = std::string(c.method) + (measured ? ", this run" : "");
+      }
+    }
+    row(b.group, b.format, "best: " + label, b.act, ppl, secs, r);
     char line[512];
     const int n = r > base ? std::snprintf(line, sizeof line, "best %s %s%s%s: %s, ppl %.4f, best reference %.4f (%s): closes %.1f%% of its gap to the baseline",
                                            b.group, b.format, *b.act ? " / " : "", b.act, label.c_str(), ppl, r, r_method.c_str(),
