@@ -10,7 +10,7 @@ WORK=${1:-/tmp/mxq-stream}
 shift || true
 mkdir -p "$WORK"
 if [ ! -f "$WORK/llama7b/model.safetensors.index.json" ]; then
-  /usr/bin/time -f "generate: %e s, peak RSS %M KB" "$BUILD/mxq_synth_checkpoint" --out "$WORK/llama7b"
+  /usr/bin/time -f "generate: %e s, peak RSS %M KB" "$BUILD/benchmarks/mxq_synth_checkpoint" --out "$WORK/llama7b"
 fi
 drop_caches() { sync; if [ -w /proc/sys/vm/drop_caches ]; then echo 3 > /proc/sys/vm/drop_caches; else echo "(page cache not dropped: not root)"; fi; }
 secs() { /usr/bin/time -f "%e" "$@" 2>&1 >/dev/null | tail -1; }

@@ -14,7 +14,7 @@ KILL=${2:-$((RANDOM % 30 + 1))}
 CALIB=${CALIB:-examples/data/code/code-calib-128x256.u16}
 mkdir -p "$WORK"
 if [ ! -f "$WORK/llama7b/model.safetensors.index.json" ]; then
-  /usr/bin/time -f "generate: %e s, peak RSS %M KB" "$BUILD/mxq_synth_checkpoint" --out "$WORK/llama7b"
+  /usr/bin/time -f "generate: %e s, peak RSS %M KB" "$BUILD/benchmarks/mxq_synth_checkpoint" --out "$WORK/llama7b"
 fi
 drop_caches() { sync; if [ -w /proc/sys/vm/drop_caches ]; then echo 3 > /proc/sys/vm/drop_caches; fi; }
 args=(quantize-model --model "$WORK/llama7b" --format mxfp4 --method gptq --calib "$CALIB" --calib-windows 16 --threads 2)

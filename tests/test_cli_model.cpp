@@ -2,6 +2,8 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstring>
+#include <map>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -15,6 +17,7 @@
 #include <mxq/llm/journal.hpp>
 #include <mxq/llm/perplexity.hpp>
 #include <mxq/llm/weights.hpp>
+#include <nlohmann/json.hpp>
 
 #include "support.hpp"
 
@@ -371,6 +374,82 @@ TEST_CASE("quantize-model: a killed run started again finishes the same checkpoi
     for (const auto& e : fs::directory_iterator(part)) left += e.is_regular_file();
     CHECK(left == files);  // no journal, activations, lock or partial file left
   }
+}
+
+// Every regular file of `dir` with its bytes.
+std::map<std::string, std::string> snapshot(const fs::path& dir) {
+  std::map<std::string, std::string> m;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.is_regular_file()) m[e.path().filename().string()] = slurp(e.path());
+  return m;
+}
+
+TEST_CASE("a failed run loses nothing: a full disk, a bad tensor found mid-run, SIGINT leave the previous output intact", "[cli][model][failure]") {
+  const fs::path out = scratch() / "keep", gguf = scratch() / "keep.gguf";
+  fs::remove_all(out);
+  fs::remove(gguf);
+  const auto first = run_cli("quantize-model " + model + " --format mxfp4 --method rtn --out " + out.string());
+  INFO(first.err);
+  REQUIRE(first.status == 0);
+  const auto before = snapshot(out);
+  REQUIRE(before.count("model.safetensors"));
+  auto unchanged = [&] {
+    std::size_t same = 0;
+    for (const auto& [f, bytes] : before) same += fs::exists(out / f) && slurp(out / f) == bytes;
+    CHECK(same == before.size());  // every earlier file still there, byte for byte
+  };
+  SECTION("disk full (a 1 MiB file-size limit): a named error, the earlier checkpoint kept") {
+    const auto r = mxq::test::run_program("ulimit -f 1024; " + std::string(MXQ_CLI_PATH),
+                                          "quantize-model " + model + " --format nvfp4 --method rtn --out " + out.string(), MXQ_REPO_DIR);
+    INFO(r.err);
+    CHECK(r.status == 1);
+    CHECK(r.err.find("disk full?") != std::string::npos);
+    unchanged();
+    // The same for an export: its earlier file stays whole.
+    REQUIRE(run_cli("export --model " + out.string() + " --to gguf --out " + gguf.string()).status == 0);
+    const std::string g = slurp(gguf);
+    const auto e = mxq::test::run_program("ulimit -f 1024; " + std::string(MXQ_CLI_PATH),
+                                          "export --model " + out.string() + " --to gguf --out " + gguf.string(), MXQ_REPO_DIR);
+    INFO(e.err);
+    CHECK(e.status == 1);
+    CHECK(e.err.find("disk full?") != std::string::npos);
+    CHECK(slurp(gguf) == g);
+  }
+  SECTION("a non-finite weight in layer 3, found after layers 0-2 are written") {
+    const fs::path bad = scratch() / "nan-model", src = fs::path(MXQ_REPO_DIR) / "examples/models/code-llama";
+    fs::remove_all(bad);
+    fs::create_directories(bad);
+    for (const char* f : {"config.json", "tokenizer.json", "model.safetensors"}) fs::copy_file(src / f, bad / f);
+    std::string st = slurp(bad / "model.safetensors");
+    std::uint64_t n = 0;
+    std::memcpy(&n, st.data(), 8);
+    const auto h = nlohmann::json::parse(st.substr(8, n));
+    const auto& t = h.at("model.layers.3.mlp.down_proj.weight");
+    const std::size_t at = 8 + n + t.at("data_offsets")[0].get<std::size_t>() + 40;
+    const std::string dtype = t.at("dtype").get<std::string>();
+    REQUIRE((dtype == "F32" || dtype == "BF16"));
+    if (dtype == "F32") st.replace(at, 4, std::string("\x00\x00\xc0\x7f", 4));
+    else st.replace(at, 2, std::string("\xc0\x7f", 2));
+    std::ofstream(bad / "model.safetensors", std::ios::binary) << st;
+    const auto r = run_cli("quantize-model --model " + bad.string() + " --format nvfp4 --method rtn --out " + out.string());
+    INFO(r.err);
+    CHECK(r.status == 1);
+    CHECK(r.err.find("model.layers.3.mlp.down_proj.weight") != std::string::npos);
+    CHECK(r.err.find("non-finite") != std::string::npos);
+    unchanged();
+    fs::remove_all(bad);
+  }
+  SECTION("SIGINT in the middle of a calibrating run") {
+    // timeout(1) sends SIGINT to the run 1.5 s in (~5 s of work), as Ctrl-C would.
+    const auto r = mxq::test::run_program("timeout -s INT 1.5 " + std::string(MXQ_CLI_PATH),
+                                          "quantize-model " + model + " --format mxfp4 --method gptq " + calib +
+                                              " --calib-windows 128 --out " + out.string(),
+                                          MXQ_REPO_DIR);
+    CHECK(r.status == 124);  // interrupted, not finished
+    unchanged();  // its progress is kept beside it (journal, *.partial) for a resume, never over it
+  }
+  fs::remove_all(out);
+  fs::remove(gguf);
 }
 
 TEST_CASE("quantize-model prints its memory estimate and --max-memory refuses before any work", "[cli][model]") {

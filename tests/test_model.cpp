@@ -142,6 +142,8 @@ TEST_CASE("config.json parsing", "[model][config]") {
   temp_dir tmp("cfg");
   write_text(tmp / "config.json", "{ not json");
   require_error([&] { mxq::llm::load_model_config(tmp.path); }, "invalid JSON", "config.json");
+  write_text(tmp / "config.json", R"({"model_type":"llama","x":)" + std::string(100, '[') + std::string(100, ']') + "}");
+  require_error([&] { mxq::llm::load_model_config(tmp.path); }, "JSON nested deeper than 64 levels", "config.json");
   require_error([&] { mxq::llm::load_model_config(tmp / "nope"); }, "cannot open", "nope");
 }
 

@@ -177,6 +177,16 @@ TEST_CASE("npy rejects broken files with errors naming the file", "[npy][errors]
       {"huge.npy",
        npy_bytes(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296), }", raw(v)),
        "too large"},
+      // Limits a hostile header cannot pass: nesting (the value skipper recurses), rank, length.
+      {"nested.npy",
+       npy_bytes(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (4,), 'x': " + std::string(40, '(') +
+                        std::string(40, ')') + ", }", raw(v)),
+       "nested deeper than 32"},
+      {"rank.npy",
+       npy_bytes(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (" + [] { std::string d; for (int k = 0; k < 33; ++k) d += "1,"; return d; }() + "), }", raw(v)),
+       "33 dimensions"},
+      {"longheader.npy", npy_bytes(2, "{'descr': '<f4', 'fortran_order': False, 'shape': (4,), 'pad': '" + std::string(1 << 21, 'x') + "', }", raw(v)),
+       "above the limit"},
   };
   for (const auto& c : cases) {
     INFO(c.name);

@@ -1,5 +1,8 @@
 // Packed weights survive a safetensors round trip bit for bit; broken files give named errors.
 #include <catch2/catch.hpp>
+#include <cstring>
+#include <fstream>
+#include <iterator>
 #include <span>
 #include <tuple>
 #include <map>
@@ -118,6 +121,37 @@ TEST_CASE("packed weights: missing or mis-shaped parts are named errors", "[io][
     wr.write(tmpfile("bad3.safetensors"));
     checkpoint ck(tmpfile("bad3.safetensors"));
     CHECK_THROWS_WITH(read_packed_dequantized(ck, "l"), Catch::Contains("unknown format 'mxfp5'"));
+  }
+  {
+    // A hostile weight_shape: refused from the tensors' declared shapes, before the 2^80-byte
+    // matrix it describes would be allocated (bad_alloc before); a dimension past 2^40 by name.
+    for (const std::int64_t rows : {std::int64_t{1} << 40, std::int64_t{1} << 41}) {
+      safetensors_writer wr;
+      wr.add("l.weight_blocks", st_dtype::U8, {4, q.row_bytes()}, std::as_bytes(q.code_bytes()));
+      wr.add("l.weight_scales", st_dtype::U8, {4, 2}, std::as_bytes(q.scale_data()));
+      const std::int64_t shape[2] = {rows, std::int64_t{1} << 40};
+      wr.add("l.weight_shape", st_dtype::I64, {2}, std::as_bytes(std::span<const std::int64_t>(shape, 2)));
+      wr.set_metadata("mxq.format", "mxfp4");
+      wr.write(tmpfile("bad4.safetensors"));
+      checkpoint ck(tmpfile("bad4.safetensors"));
+      CHECK_THROWS_WITH(read_packed_dequantized(ck, "l"),
+                        Catch::Contains(rows == std::int64_t{1} << 40 ? "'l.weight_blocks' has shape [4, 32], expected [1099511627776, "
+                                                                      : "invalid shape [2199023255552, 1099511627776]"));
+    }
+  }
+  {
+    // The same file from memory (mapped_file's in-memory form) reads the same matrix.
+    safetensors_writer wr;
+    add_packed(wr, "l", q);
+    wr.set_metadata("mxq.format", "mxfp4");
+    wr.write(tmpfile("mem.safetensors"));
+    std::ifstream in(tmpfile("mem.safetensors"), std::ios::binary);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::vector<std::byte> b(text.size());
+    std::memcpy(b.data(), text.data(), text.size());
+    const checkpoint mem(safetensors_file(mapped_file(std::move(b), "mem")), "mem");
+    const checkpoint disk(tmpfile("mem.safetensors"));
+    CHECK(read_packed_dequantized(mem, "l").data == read_packed_dequantized(disk, "l").data);
   }
 }
 

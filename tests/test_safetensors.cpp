@@ -189,6 +189,11 @@ TEST_CASE("safetensors rejects malformed files with named errors", "[safetensors
       {"misaligned", st_bytes(R"({"a":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}})", 2), "misaligned"},
       {"reversed", st_bytes(R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})", 8), "reversed"},
       {"no_offsets", st_bytes(R"({"a":{"dtype":"F32","shape":[4]}})", 16), "data_offsets"},
+      {"rank", st_bytes(R"({"a":{"dtype":"F32","shape":[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1],"data_offsets":[0,4]}})", 4),
+       "rank 17 is above the limit of 16"},
+      {"deep", st_bytes(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"x":)" + std::string(100, '[') +
+                            std::string(100, ']') + "}}", 4),
+       "nested deeper than 64"},
   };
   for (const auto& c : cases) {
     INFO(c.name);

@@ -119,6 +119,12 @@ TEST_CASE("tokenizer: round trips, invalid UTF-8 and unsupported declarations ar
   j["model"]["dropout"] = 0.1;
   refused(j, "BPE dropout");
   CHECK_THROWS_WITH(tokenizer(tmp / "missing"), Contains("no such tokenizer file"));
+  // From memory (what the fuzz harness feeds): the same tokenizer, the same limits and errors.
+  const std::string text = slurp(bundled / "tokenizer.json");
+  CHECK(tokenizer(std::string_view(text), "mem.json").encode("def f(x): return x") == tokenizer(bundled).encode("def f(x): return x"));
+  CHECK_THROWS_WITH(tokenizer(std::string_view("[1, 2]"), "mem.json"), Contains("mem.json: is not a JSON object"));
+  CHECK_THROWS_WITH(tokenizer(std::string_view(std::string(100, '[')), "mem.json"), Contains("mem.json: JSON nested deeper than 64"));
+  CHECK_THROWS_WITH(tokenizer(std::string_view("{\"model\": 3}"), "mem.json"), Contains("mem.json"));
 }
 
 TEST_CASE("tokenizer: Llama 3 style Split + ByteLevel and a BOS template", "[tokenizer]") {

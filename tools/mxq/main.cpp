@@ -1,5 +1,6 @@
 // mxq: command-line front end of the library. Every error is reported as one line on stderr
 // with a non-zero exit status.
+#include <csignal>
 #include <cstdio>
 #include <exception>
 #include <string>
@@ -7,6 +8,9 @@
 #include "command.hpp"
 
 int main(int argc, char** argv) {
+  // A write past a file-size limit (ulimit -f) then fails with EFBIG and a named error, as a full
+  // disk does, instead of SIGXFSZ killing the process without a word.
+  std::signal(SIGXFSZ, SIG_IGN);
   auto& reg = mxq::cli::registry();
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
     std::fprintf(stderr, "usage: mxq <command> [options]\ncommands:\n");

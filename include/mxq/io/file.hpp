@@ -15,6 +15,7 @@
 #include <span>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "error.hpp"
 
@@ -49,14 +50,22 @@ class mapped_file {
     }
     ::close(fd);  // the mapping stays valid without the descriptor
   }
+  // A file's bytes already in memory (`path`: what errors call it), e.g. for a fuzz harness or a
+  // download not yet on disk: the same readers, no mapping.
+  mapped_file(std::vector<std::byte> bytes, std::filesystem::path path)
+      : path_(std::move(path)), owned_(std::move(bytes)), memory_(true) {
+    data_ = owned_.data();
+    size_ = owned_.size();
+  }
   mapped_file(const mapped_file&) = delete;
   mapped_file& operator=(const mapped_file&) = delete;
-  mapped_file(mapped_file&& o) noexcept
-      : path_(std::move(o.path_)), data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+  mapped_file(mapped_file&& o) noexcept { *this = std::move(o); }
   mapped_file& operator=(mapped_file&& o) noexcept {
     if (this != &o) {
       unmap();
       path_ = std::move(o.path_);
+      owned_ = std::move(o.owned_);  // a vector's move keeps its buffer: data_ stays valid
+      memory_ = std::exchange(o.memory_, false);
       data_ = std::exchange(o.data_, nullptr);
       size_ = std::exchange(o.size_, 0);
     }
@@ -72,7 +81,7 @@ class mapped_file {
   // read from the file again if touched), so streaming through a file larger than memory keeps the
   // process's resident set small. Views stay valid.
   void release(std::size_t offset, std::size_t n) const noexcept {
-    if (!data_ || offset >= size_) return;
+    if (!data_ || offset >= size_ || in_memory()) return;
     n = std::min(n, size_ - offset);
     const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
     const std::size_t b = (offset + page - 1) / page * page, e = (offset + n) / page * page;
@@ -85,7 +94,7 @@ class mapped_file {
   // in large steps reads faster than page faults do (measured: benchmarks/RESULTS.md). A hint:
   // errors are ignored.
   void prefetch(std::size_t offset, std::size_t n) const noexcept {
-    if (!data_ || offset >= size_) return;
+    if (!data_ || offset >= size_ || in_memory()) return;
     n = std::min(n, size_ - offset);
     const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
     const std::size_t b = offset / page * page;
@@ -98,12 +107,17 @@ class mapped_file {
   }
 
  private:
+  bool in_memory() const noexcept { return memory_; }
   void unmap() noexcept {
-    if (data_) ::munmap(const_cast<std::byte*>(data_), size_);
+    if (data_ && !in_memory()) ::munmap(const_cast<std::byte*>(data_), size_);
+    owned_.clear();
+    memory_ = false;
     data_ = nullptr;
     size_ = 0;
   }
   std::filesystem::path path_;
+  std::vector<std::byte> owned_;  // the bytes of an in-memory file (memory_), else a mapping
+  bool memory_ = false;
   const std::byte* data_ = nullptr;
   std::size_t size_ = 0;
 };

@@ -110,6 +110,7 @@ using detail::io::fail;
 static_assert(std::endian::native == std::endian::little, "mxq's npy reader assumes a little-endian host");
 
 inline constexpr std::array<unsigned char, 6> magic = {0x93, 'N', 'U', 'M', 'P', 'Y'};
+inline constexpr std::size_t max_header_bytes = 1 << 20;  // numpy itself reads at most 10000 by default
 
 // The header is a Python dict literal, e.g. {'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }.
 // This parser accepts exactly that grammar: string keys; string, bool, int, tuple or list values.
@@ -119,7 +120,8 @@ struct header_parser {
   const std::filesystem::path& file;
 
   [[noreturn]] void bad(const std::string& what) const {
-    fail(file, "bad .npy header (" + what + " at offset " + std::to_string(i) + "): " + std::string(s));
+    fail(file, "bad .npy header (" + what + " at offset " + std::to_string(i) +
+                   "): " + std::string(s.substr(0, 200)) + (s.size() > 200 ? "..." : ""));
   }
   void ws() {
     while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
@@ -166,17 +168,18 @@ struct header_parser {
     return v;
   }
   // Skips any value; returns true when it was a list or tuple (structured dtype descr).
-  void skip_value() {
+  void skip_value(int depth = 0) {
     ws();
     if (i >= s.size()) bad("truncated");
+    if (depth > 32) bad("values nested deeper than 32 levels");
     if (s[i] == '\'' || s[i] == '"') {
       string_lit();
     } else if (s[i] == '(' || s[i] == '[' || s[i] == '{') {
       const char close = s[i] == '(' ? ')' : s[i] == '[' ? ']' : '}';
       ++i;
       while (!eat(close)) {
-        skip_value();
-        if (eat(':')) skip_value();
+        skip_value(depth + 1);
+        if (eat(':')) skip_value(depth + 1);
         if (!eat(',')) {
           expect(close);
           break;
@@ -234,6 +237,7 @@ inline header parse_header(std::string_view text, const std::filesystem::path& f
           break;
         }
       }
+      if (dims.size() > 32) fail(file, "bad .npy header: " + std::to_string(dims.size()) + " dimensions (numpy allows 32)");
       shape = std::move(dims);
     } else {
       p.skip_value();
@@ -299,10 +303,15 @@ inline void save(const std::filesystem::path& path, std::span<const std::size_t>
 }  // namespace detail::npy
 
 // Reads a whole .npy file. Throws io_error naming the file for anything it cannot represent exactly.
+inline npy_array npy_parse(std::span<const std::byte> b, const std::filesystem::path& path);
 inline npy_array npy_load(const std::filesystem::path& path) {
-  using detail::io::fail;
   const mapped_file f(path);
-  const auto b = f.bytes();
+  return npy_parse(f.bytes(), path);
+}
+
+// A .npy file's bytes in memory (`path`: what errors call it).
+inline npy_array npy_parse(std::span<const std::byte> b, const std::filesystem::path& path) {
+  using detail::io::fail;
   const std::size_t m = std::min<std::size_t>(b.size(), 6);
   if (b.size() == 0 || std::memcmp(b.data(), detail::npy::magic.data(), m) != 0)
     fail(path, "not a .npy file (bad magic)");
@@ -315,6 +324,8 @@ inline npy_array npy_load(const std::filesystem::path& path) {
   if (b.size() < 8 + len_bytes) fail(path, "truncated .npy header");
   std::size_t hlen = 0;
   for (std::size_t k = 0; k < len_bytes; ++k) hlen |= std::size_t(static_cast<unsigned char>(b[8 + k])) << (8 * k);
+  if (hlen > detail::npy::max_header_bytes)
+    fail(path, ".npy header of " + std::to_string(hlen) + " bytes is above the limit of " + std::to_string(detail::npy::max_header_bytes));
   const std::size_t data_off = 8 + len_bytes + hlen;
   if (data_off > b.size())
     fail(path, "truncated .npy header (header says " + std::to_string(hlen) + " bytes, file has " +

@@ -77,7 +77,9 @@ template <format_type F>
 packed_matrix<F> read_packed(const checkpoint& ck, const std::string& base) {
   using S = typename F::scale;
   const auto fail = [&](const std::string& what) { detail::io::fail(ck.path(), "packed weight '" + base + "': " + what); };
-  auto expect = [&](const std::string& name, st_dtype dt, std::vector<std::size_t> shape) {
+  // Every tensor's dtype and shape is checked against weight_shape before anything sized by the
+  // file is allocated (a hostile weight_shape cannot ask for more memory than its tensors hold).
+  auto check = [&](const std::string& name, st_dtype dt, std::vector<std::size_t> shape) {
     if (!ck.contains(name)) fail("missing tensor '" + name + "'");
     const auto& info = ck.info(name);
     if (info.dtype != dt) fail("'" + name + "' has dtype " + std::string(st_dtype_name(info.dtype)) + ", expected " +
@@ -86,24 +88,28 @@ packed_matrix<F> read_packed(const checkpoint& ck, const std::string& base) {
                                    shape_to_string(shape));
     return ck.bytes(name);
   };
-  const auto sb = expect(base + ".weight_shape", st_dtype::I64, {2});
+  const auto sb = check(base + ".weight_shape", st_dtype::I64, {2});
   std::int64_t shape[2];
   std::memcpy(shape, sb.data(), sizeof shape);
-  if (shape[0] < 0 || shape[1] <= 0) fail("invalid shape");
+  constexpr std::int64_t max_dim = std::int64_t{1} << 40;  // keeps rows * row_bytes and the geometry in range
+  if (shape[0] < 0 || shape[1] <= 0 || shape[0] > max_dim || shape[1] > max_dim)
+    fail("invalid shape [" + std::to_string(shape[0]) + ", " + std::to_string(shape[1]) + "]");
   const auto rows = static_cast<std::size_t>(shape[0]), cols = static_cast<std::size_t>(shape[1]);
+  const auto g = packed_matrix<F>::geometry_for(cols);
+  const auto cb = check(base + ".weight_blocks", st_dtype::U8, {rows, g.row_bytes});
+  const auto scb = check(base + ".weight_scales", detail::pio::scale_dtype<S>(), {rows, g.blocks_per_row});
+  std::span<const std::byte> zb;
+  if constexpr (S::has_zero_point) zb = check(base + ".weight_zeros", st_dtype::U8, {rows, g.blocks_per_row});
   tensor_params t{};
   if constexpr (S::has_tensor_scale) {
-    const auto tb = expect(base + ".weight_tensor_scale", st_dtype::F32, {1});
+    const auto tb = check(base + ".weight_tensor_scale", st_dtype::F32, {1});
     std::memcpy(&t.scale, tb.data(), sizeof(float));
     if (!(t.scale > 0.0f) || !std::isfinite(t.scale)) fail("tensor scale is not a positive finite number");
   }
   packed_matrix<F> q(rows, cols, t);
-  const auto cb = expect(base + ".weight_blocks", st_dtype::U8, {rows, q.row_bytes()});
   std::memcpy(q.code_bytes().data(), cb.data(), cb.size());
-  const auto scb = expect(base + ".weight_scales", detail::pio::scale_dtype<S>(), {rows, q.blocks_per_row()});
   std::memcpy(q.scale_data().data(), scb.data(), scb.size());
   if constexpr (S::has_zero_point) {
-    const auto zb = expect(base + ".weight_zeros", st_dtype::U8, {rows, q.blocks_per_row()});
     std::memcpy(q.zero_data().data(), zb.data(), zb.size());
     for (std::uint8_t z : q.zero_data())
       if (z > element_codec<typename F::element>::magnitude_count - 1) fail("zero point out of range");

@@ -25,6 +25,7 @@
 #include "error.hpp"
 #include "file.hpp"
 #include "float_bits.hpp"
+#include "json.hpp"
 #include "staged_file.hpp"
 #include "tensor.hpp"
 
@@ -97,8 +98,11 @@ inline std::string shape_to_string(std::span<const std::size_t> shape) {
 namespace detail::st {
 
 using detail::io::fail;
+using detail::io::json_limits;
+using detail::io::parse_json;
 
 inline constexpr std::uint64_t max_header_size = 100'000'000;  // the reference's MAX_HEADER_SIZE
+inline constexpr std::size_t max_rank = 16;                      // no checkpoint tensor comes close
 
 // numel * bits / 8, refusing overflow and a partial trailing byte (the reference's MisalignedSlice).
 inline std::size_t byte_size(std::span<const std::size_t> shape, st_dtype t, const std::filesystem::path& file,
@@ -144,19 +148,11 @@ inline parsed_header parse_header(std::span<const std::byte> buf, const std::fil
   // nlohmann keeps the last of duplicate keys silently; the callback sees every top-level key.
   std::set<std::string> seen;
   std::string duplicate;
-  auto cb = [&](int depth, nlohmann::json::parse_event_t ev, nlohmann::json& parsed) {
-    if (ev == nlohmann::json::parse_event_t::key && depth == 1) {
-      const std::string& k = parsed.get_ref<const std::string&>();
-      if (!seen.insert(k).second && duplicate.empty()) duplicate = k;
-    }
-    return true;
-  };
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text.begin(), text.end(), cb);
-  } catch (const nlohmann::json::exception& e) {
-    fail(file, std::string("bad safetensors header: invalid JSON: ") + e.what());
-  }
+  json_limits lim;
+  lim.max_bytes = max_header_size;
+  const nlohmann::json j = parse_json(text, file, "bad safetensors header", lim, [&](const std::string& k) {
+    if (!seen.insert(k).second && duplicate.empty()) duplicate = k;
+  });
   if (!duplicate.empty()) fail(file, "bad safetensors header: duplicate tensor name '" + duplicate + "'");
   if (!j.is_object()) fail(file, "bad safetensors header: not a JSON object");
 
@@ -187,6 +183,8 @@ inline parsed_header parse_header(std::span<const std::byte> buf, const std::fil
     const auto parsed = st_dtype_from_name(dt);
     if (!parsed) fail(file, where + ": unknown dtype '" + dt + "'");
     t.dtype = *parsed;
+    if (v["shape"].size() > max_rank)
+      fail(file, where + ": rank " + std::to_string(v["shape"].size()) + " is above the limit of " + std::to_string(max_rank));
     for (const auto& d : v["shape"]) t.shape.push_back(json_size(d, file, where + " shape entry"));
     t.begin = json_size(v["data_offsets"][0], file, where + " data_offsets[0]");
     t.end = json_size(v["data_offsets"][1], file, where + " data_offsets[1]");
@@ -223,6 +221,25 @@ inline parsed_header parse_header(std::span<const std::byte> buf, const std::fil
                    " bytes belong to no tensor (data section " + std::to_string(data_size) + " bytes, tensors end at " +
                    std::to_string(pos) + ")");
   return h;
+}
+
+// model.safetensors.index.json's weight_map as (tensor, shard file) pairs, in the file's order;
+// every shard a plain file name inside the checkpoint directory.
+inline std::vector<std::pair<std::string, std::string>> parse_index(std::string_view text, const std::filesystem::path& index) {
+  const nlohmann::json j = parse_json(text, index);
+  if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
+    fail(index, "missing 'weight_map' object");
+  std::vector<std::pair<std::string, std::string>> out;
+  for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+    if (!it.value().is_string()) fail(index, "weight_map['" + it.key() + "'] is not a file name");
+    const std::string shard = it.value().get<std::string>();
+    const std::filesystem::path sp(shard);
+    if (shard.empty() || sp.is_absolute() || shard.find("..") != std::string::npos || sp.has_parent_path() ||
+        shard.find('\0') != std::string::npos)
+      fail(index, "weight_map['" + it.key() + "'] names a file outside the checkpoint: '" + shard + "'");
+    out.emplace_back(it.key(), shard);
+  }
+  return out;
 }
 
 template <class T>
@@ -273,7 +290,9 @@ inline bool convert_to_f32(st_dtype t, const std::byte* src, std::size_t n, floa
 // One .safetensors file, memory-mapped and validated on open. Tensor bytes are views into the map.
 class safetensors_file {
  public:
-  explicit safetensors_file(std::filesystem::path path) : map_(std::move(path)) {
+  explicit safetensors_file(std::filesystem::path path) : safetensors_file(mapped_file(std::move(path))) {}
+  // A file already read or mapped (mapped_file's in-memory form: the same validation).
+  explicit safetensors_file(mapped_file map) : map_(std::move(map)) {
     auto h = detail::st::parse_header(map_.bytes(), map_.path());
     metadata_ = std::move(h.metadata);
     tensors_ = std::move(h.tensors);
@@ -354,6 +373,12 @@ class checkpoint {
     }
   }
 
+  // One safetensors file already opened (e.g. from memory); `path` names it in errors.
+  checkpoint(safetensors_file file, std::filesystem::path path) : path_(std::move(path)) {
+    shards_.push_back(std::move(file));
+    for (const auto& t : shards_[0].tensors()) where_.emplace(t.name, 0);
+  }
+
   const std::filesystem::path& path() const { return path_; }
   bool contains(std::string_view name) const { return where_.find(name) != where_.end(); }
   std::vector<std::string> names() const {
@@ -385,29 +410,13 @@ class checkpoint {
   }
 
   void load_index(const std::filesystem::path& index) {
-    nlohmann::json j;
-    {
-      const mapped_file f(index);
-      const auto b = f.bytes();
-      try {
-        j = nlohmann::json::parse(reinterpret_cast<const char*>(b.data()), reinterpret_cast<const char*>(b.data()) + b.size());
-      } catch (const nlohmann::json::exception& e) {
-        detail::io::fail(index, std::string("invalid JSON: ") + e.what());
-      }
-    }
-    if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
-      detail::io::fail(index, "missing 'weight_map' object");
     std::map<std::string, std::size_t> shard_ids;
-    for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
-      if (!it.value().is_string()) detail::io::fail(index, "weight_map['" + it.key() + "'] is not a file name");
-      const std::string shard = it.value().get<std::string>();
-      if (shard.empty() || std::filesystem::path(shard).is_absolute() || shard.find("..") != std::string::npos)
-        detail::io::fail(index, "weight_map['" + it.key() + "'] names a file outside the checkpoint: '" + shard + "'");
+    for (const auto& [tensor, shard] : detail::st::parse_index(detail::io::read_text(index), index)) {
       auto s = shard_ids.find(shard);
       if (s == shard_ids.end()) s = shard_ids.emplace(shard, add_shard(path_ / shard, false)).first;
-      if (!shards_[s->second].contains(it.key()))
-        detail::io::fail(index, "weight_map says tensor '" + it.key() + "' is in " + shard + ", which lacks it");
-      where_.emplace(it.key(), s->second);
+      if (!shards_[s->second].contains(tensor))
+        detail::io::fail(index, "weight_map says tensor '" + tensor + "' is in " + shard + ", which lacks it");
+      where_.emplace(tensor, s->second);
     }
   }
 

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../io/error.hpp"
+#include "../io/json.hpp"
 #include "../io/file.hpp"
 
 namespace mxq::llm {
@@ -180,7 +181,7 @@ inline void parse_rope_block(const nlohmann::json& j, const char* key, const std
 
 namespace mxq::llm {
 
-inline model_config parse_model_config(const nlohmann::json& j, const std::filesystem::path& file) {
+inline model_config parse_model_config(const nlohmann::json& j, const std::filesystem::path& file) try {
   namespace d = detail::model;
   if (!j.is_object()) detail::io::fail(file, "config is not a JSON object");
   model_config c;
@@ -243,21 +244,15 @@ inline model_config parse_model_config(const nlohmann::json& j, const std::files
                                ") is not a multiple of num_key_value_heads (" + std::to_string(c.num_key_value_heads) + ")");
   if (c.head_dim % 2 != 0) detail::io::fail(file, "head_dim must be even for RoPE");
   return c;
+} catch (const nlohmann::json::exception& e) {  // a value of another JSON type than read: named, too
+  detail::io::fail(file, std::string("unexpected config structure: ") + e.what());
 }
 
 // Reads DIR/config.json (or the given .json file).
 inline model_config load_model_config(const std::filesystem::path& dir_or_file) {
   const std::filesystem::path file =
       std::filesystem::is_directory(dir_or_file) ? dir_or_file / "config.json" : dir_or_file;
-  const mapped_file f(file);
-  const auto b = f.bytes();
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(reinterpret_cast<const char*>(b.data()), reinterpret_cast<const char*>(b.data()) + b.size());
-  } catch (const nlohmann::json::exception& e) {
-    detail::io::fail(file, std::string("invalid JSON: ") + e.what());
-  }
-  return parse_model_config(j, file);
+  return parse_model_config(detail::io::read_json_file(file), file);
 }
 
 }  // namespace mxq::llm

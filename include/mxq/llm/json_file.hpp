@@ -7,17 +7,13 @@
 #include <nlohmann/json.hpp>
 
 #include "../io/error.hpp"
+#include "../io/json.hpp"
 
 namespace mxq::llm::detail_json {
 
 inline nlohmann::json read_json(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  if (!in) mxq::detail::io::fail(p, "cannot be read");
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const std::exception& e) {
-    mxq::detail::io::fail(p, std::string("not valid JSON: ") + e.what());
-  }
+  if (!std::filesystem::exists(p)) mxq::detail::io::fail(p, "cannot be read");
+  return mxq::detail::io::read_json_file(p);
 }
 
 }  // namespace mxq::llm::detail_json

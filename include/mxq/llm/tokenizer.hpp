@@ -177,10 +177,158 @@ class tokenizer {
  public:
   // `path`: a model directory (its tokenizer.json) or a tokenizer.json file.
   explicit tokenizer(const std::filesystem::path& path) {
-    namespace dt = detail_tok;
     file_ = std::filesystem::is_directory(path) ? path / "tokenizer.json" : path;
     if (!std::filesystem::exists(file_)) mxq::detail::io::fail(file_, "no such tokenizer file");
-    const nlohmann::json t = dt::read_json(file_);
+    init_checked(detail_tok::read_json(file_));
+  }
+  // From tokenizer.json's text in memory; `name` is what errors call it.
+  tokenizer(std::string_view json_text, std::filesystem::path name) : file_(std::move(name)) {
+    init_checked(mxq::detail::io::parse_json(json_text, file_));
+  }
+
+  std::size_t vocab_size() const noexcept { return tokens_.size(); }
+  const std::filesystem::path& file() const noexcept { return file_; }
+  // The token string of `id` (as the vocabulary spells it).
+  const std::string& token(token_id id) const {
+    if (id >= tokens_.size()) throw error(file_.string() + ": token id " + std::to_string(id) + " is out of range");
+    return tokens_[id];
+  }
+
+  // `text` as token ids; add_special: the post-processor's tokens (e.g. BOS) around it.
+  std::vector<token_id> encode(std::string_view text, bool add_special = true) const {
+    if (const std::size_t bad = detail_utf8::invalid(text); bad != std::string_view::npos)
+      throw error(file_.string() + ": the text is not valid UTF-8 at byte " + std::to_string(bad));
+    std::vector<token_id> out;
+    if (add_special) out = prefix_;
+    // The next added token (leftmost, then longest) splits the text; the part before it is
+    // normalized, pre-tokenized and merged. Each added token's next occurrence is searched for
+    // again only once the position has passed it.
+    std::vector<std::size_t> next(added_.size(), 0);
+    std::vector<bool> searched(added_.size(), false);
+    std::size_t pos = 0;
+    while (pos < text.size()) {
+      std::size_t at = text.size(), len = 0;
+      token_id id = 0;
+      for (std::size_t k = 0; k < added_.size(); ++k) {
+        if (!searched[k] || (next[k] != std::string_view::npos && next[k] < pos))
+          next[k] = text.find(added_[k].content, pos), searched[k] = true;
+        const std::size_t f = next[k];
+        if (f != std::string_view::npos && (f < at || (f == at && added_[k].content.size() > len))) at = f, len = added_[k].content.size(), id = added_[k].id;
+      }
+      encode_plain(text.substr(pos, at - pos), pos == 0, out);
+      if (len) out.push_back(id);
+      pos = at + len;
+    }
+    if (add_special) out.insert(out.end(), suffix_.begin(), suffix_.end());
+    return out;
+  }
+
+  // The text of `ids`, through the file's decoder (added tokens as their content).
+  std::string decode(std::span<const token_id> ids) const {
+    namespace dt = detail_tok;
+    std::vector<std::string> toks;
+    std::vector<bool> added;
+    toks.reserve(ids.size()), added.reserve(ids.size());
+    for (token_id id : ids) {
+      if (id >= tokens_.size() || !known_[id]) throw error(file_.string() + ": token id " + std::to_string(id) + " is not in the vocabulary");
+      toks.push_back(tokens_[id]), added.push_back(is_added(id));
+    }
+    for (const auto& s : decode_) {
+      switch (s.kind) {
+        case dt::decode_step::byte_level:  // each code point back to its byte
+          for (std::size_t k = 0; k < toks.size(); ++k) {
+            if (added[k]) continue;
+            std::string b;
+            const std::string& t = toks[k];
+            for (std::size_t i = 0; i < t.size();) {
+              const int v = dt::cp_to_byte(detail_utf8::next(t, i));
+              if (v < 0) throw error(file_.string() + ": token '" + t + "' is not byte-level");
+              b += static_cast<char>(v);
+            }
+            toks[k] = std::move(b);
+          }
+          break;
+        case dt::decode_step::replace:
+          for (auto& t : toks) dt::replace_all(t, s.from, s.to);
+          break;
+        case dt::decode_step::byte_fallback: {  // runs of <0xXX> -> their bytes, U+FFFD each if not UTF-8
+          std::vector<std::string> r;
+          std::vector<bool> ra;
+          std::string run;
+          std::size_t run_len = 0;
+          auto flush = [&] {
+            if (!run_len) return;
+            if (detail_utf8::invalid(run) == std::string::npos) r.push_back(run), ra.push_back(false);
+            else
+              for (std::size_t i = 0; i < run_len; ++i) r.emplace_back("\xEF\xBF\xBD"), ra.push_back(false);
+            run.clear(), run_len = 0;
+          };
+          for (std::size_t k = 0; k < toks.size(); ++k) {
+            const int b = added[k] ? -1 : dt::fallback_byte(toks[k]);
+            if (b >= 0) {
+              run += static_cast<char>(b), ++run_len;
+              continue;
+            }
+            flush();
+            r.push_back(std::move(toks[k])), ra.push_back(added[k]);
+          }
+          flush();
+          toks = std::move(r), added = std::move(ra);
+          break;
+        }
+        case dt::decode_step::fuse: {
+          std::string all;
+          for (const auto& t : toks) all += t;
+          toks.assign(1, std::move(all)), added.assign(1, false);
+          break;
+        }
+        case dt::decode_step::strip:
+          for (auto& t : toks) {
+            std::string c;
+            detail_utf8::append(c, s.strip_cp);
+            std::size_t b = 0, e = t.size();
+            for (std::size_t n = 0; n < s.start && t.compare(b, c.size(), c) == 0 && b + c.size() <= e; ++n) b += c.size();
+            for (std::size_t n = 0; n < s.stop && e >= b + c.size() && t.compare(e - c.size(), c.size(), c) == 0; ++n) e -= c.size();
+            t = t.substr(b, e - b);
+          }
+          break;
+        case dt::decode_step::metaspace:
+          for (std::size_t k = 0; k < toks.size(); ++k) {
+            dt::replace_all(toks[k], s.from, " ");
+            if (k == 0 && s.prepend && !toks[k].empty() && toks[k][0] == ' ') toks[k].erase(0, 1);
+          }
+          break;
+      }
+    }
+    std::string text;
+    for (const auto& t : toks) text += t;
+    return text;
+  }
+
+ private:
+  struct merge {
+    std::uint32_t rank;
+    token_id result;
+  };
+  struct added_token {
+    std::string content;
+    token_id id;
+    bool special;
+  };
+  static constexpr token_id no_token = ~token_id{0};
+  static std::uint64_t key(token_id a, token_id b) noexcept { return (std::uint64_t{a} << 32) | b; }
+
+  // A value of the wrong JSON type where init reads one is an error naming the file, too.
+  void init_checked(const nlohmann::json& t) {
+    if (!t.is_object()) mxq::detail::io::fail(file_, "is not a JSON object");
+    try {
+      init(t);
+    } catch (const nlohmann::json::exception& e) {
+      mxq::detail::io::fail(file_, std::string("unexpected tokenizer structure: ") + e.what());
+    }
+  }
+  void init(const nlohmann::json& t) {
+    namespace dt = detail_tok;
     auto unsupported = [&](const std::string& what) { mxq::detail::io::fail(file_, what + " is not supported"); };
     auto type_of = [](const nlohmann::json& j) { return j.is_object() ? j.value("type", "") : std::string(); };
     auto string_of = [&](const nlohmann::json& j, const char* key, const std::string& where) {
@@ -353,138 +501,6 @@ class tokenizer {
         fallback_[b] = it == ids_.end() ? no_token : it->second;
       }
   }
-
-  std::size_t vocab_size() const noexcept { return tokens_.size(); }
-  const std::filesystem::path& file() const noexcept { return file_; }
-  // The token string of `id` (as the vocabulary spells it).
-  const std::string& token(token_id id) const {
-    if (id >= tokens_.size()) throw error(file_.string() + ": token id " + std::to_string(id) + " is out of range");
-    return tokens_[id];
-  }
-
-  // `text` as token ids; add_special: the post-processor's tokens (e.g. BOS) around it.
-  std::vector<token_id> encode(std::string_view text, bool add_special = true) const {
-    if (const std::size_t bad = detail_utf8::invalid(text); bad != std::string_view::npos)
-      throw error(file_.string() + ": the text is not valid UTF-8 at byte " + std::to_string(bad));
-    std::vector<token_id> out;
-    if (add_special) out = prefix_;
-    // The next added token (leftmost, then longest) splits the text; the part before it is
-    // normalized, pre-tokenized and merged. Each added token's next occurrence is searched for
-    // again only once the position has passed it.
-    std::vector<std::size_t> next(added_.size(), 0);
-    std::vector<bool> searched(added_.size(), false);
-    std::size_t pos = 0;
-    while (pos < text.size()) {
-      std::size_t at = text.size(), len = 0;
-      token_id id = 0;
-      for (std::size_t k = 0; k < added_.size(); ++k) {
-        if (!searched[k] || (next[k] != std::string_view::npos && next[k] < pos))
-          next[k] = text.find(added_[k].content, pos), searched[k] = true;
-        const std::size_t f = next[k];
-        if (f != std::string_view::npos && (f < at || (f == at && added_[k].content.size() > len))) at = f, len = added_[k].content.size(), id = added_[k].id;
-      }
-      encode_plain(text.substr(pos, at - pos), pos == 0, out);
-      if (len) out.push_back(id);
-      pos = at + len;
-    }
-    if (add_special) out.insert(out.end(), suffix_.begin(), suffix_.end());
-    return out;
-  }
-
-  // The text of `ids`, through the file's decoder (added tokens as their content).
-  std::string decode(std::span<const token_id> ids) const {
-    namespace dt = detail_tok;
-    std::vector<std::string> toks;
-    std::vector<bool> added;
-    toks.reserve(ids.size()), added.reserve(ids.size());
-    for (token_id id : ids) {
-      if (id >= tokens_.size() || !known_[id]) throw error(file_.string() + ": token id " + std::to_string(id) + " is not in the vocabulary");
-      toks.push_back(tokens_[id]), added.push_back(is_added(id));
-    }
-    for (const auto& s : decode_) {
-      switch (s.kind) {
-        case dt::decode_step::byte_level:  // each code point back to its byte
-          for (std::size_t k = 0; k < toks.size(); ++k) {
-            if (added[k]) continue;
-            std::string b;
-            const std::string& t = toks[k];
-            for (std::size_t i = 0; i < t.size();) {
-              const int v = dt::cp_to_byte(detail_utf8::next(t, i));
-              if (v < 0) throw error(file_.string() + ": token '" + t + "' is not byte-level");
-              b += static_cast<char>(v);
-            }
-            toks[k] = std::move(b);
-          }
-          break;
-        case dt::decode_step::replace:
-          for (auto& t : toks) dt::replace_all(t, s.from, s.to);
-          break;
-        case dt::decode_step::byte_fallback: {  // runs of <0xXX> -> their bytes, U+FFFD each if not UTF-8
-          std::vector<std::string> r;
-          std::vector<bool> ra;
-          std::string run;
-          std::size_t run_len = 0;
-          auto flush = [&] {
-            if (!run_len) return;
-            if (detail_utf8::invalid(run) == std::string::npos) r.push_back(run), ra.push_back(false);
-            else
-              for (std::size_t i = 0; i < run_len; ++i) r.emplace_back("\xEF\xBF\xBD"), ra.push_back(false);
-            run.clear(), run_len = 0;
-          };
-          for (std::size_t k = 0; k < toks.size(); ++k) {
-            const int b = added[k] ? -1 : dt::fallback_byte(toks[k]);
-            if (b >= 0) {
-              run += static_cast<char>(b), ++run_len;
-              continue;
-            }
-            flush();
-            r.push_back(std::move(toks[k])), ra.push_back(added[k]);
-          }
-          flush();
-          toks = std::move(r), added = std::move(ra);
-          break;
-        }
-        case dt::decode_step::fuse: {
-          std::string all;
-          for (const auto& t : toks) all += t;
-          toks.assign(1, std::move(all)), added.assign(1, false);
-          break;
-        }
-        case dt::decode_step::strip:
-          for (auto& t : toks) {
-            std::string c;
-            detail_utf8::append(c, s.strip_cp);
-            std::size_t b = 0, e = t.size();
-            for (std::size_t n = 0; n < s.start && t.compare(b, c.size(), c) == 0 && b + c.size() <= e; ++n) b += c.size();
-            for (std::size_t n = 0; n < s.stop && e >= b + c.size() && t.compare(e - c.size(), c.size(), c) == 0; ++n) e -= c.size();
-            t = t.substr(b, e - b);
-          }
-          break;
-        case dt::decode_step::metaspace:
-          for (std::size_t k = 0; k < toks.size(); ++k) {
-            dt::replace_all(toks[k], s.from, " ");
-            if (k == 0 && s.prepend && !toks[k].empty() && toks[k][0] == ' ') toks[k].erase(0, 1);
-          }
-          break;
-      }
-    }
-    std::string text;
-    for (const auto& t : toks) text += t;
-    return text;
-  }
-
- private:
-  struct merge {
-    std::uint32_t rank;
-    token_id result;
-  };
-  struct added_token {
-    std::string content;
-    token_id id;
-    bool special;
-  };
-  static constexpr token_id no_token = ~token_id{0};
-  static std::uint64_t key(token_id a, token_id b) noexcept { return (std::uint64_t{a} << 32) | b; }
 
   detail_tok::metaspace_t metaspace_of(const nlohmann::json& j) const {
     detail_tok::metaspace_t ms;
