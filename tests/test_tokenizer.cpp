@@ -125,6 +125,16 @@ TEST_CASE("tokenizer: round trips, invalid UTF-8 and unsupported declarations ar
   CHECK_THROWS_WITH(tokenizer(std::string_view("[1, 2]"), "mem.json"), Contains("mem.json: is not a JSON object"));
   CHECK_THROWS_WITH(tokenizer(std::string_view(std::string(100, '[')), "mem.json"), Contains("mem.json: JSON nested deeper than 64"));
   CHECK_THROWS_WITH(tokenizer(std::string_view("{\"model\": 3}"), "mem.json"), Contains("mem.json"));
+  // A pathological Split regex hits PCRE2's match limit: an error naming the file, not a silent
+  // "no more matches" that would tokenize the rest as one piece.
+  nlohmann::json redos = nlohmann::json::parse(text);
+  redos["pre_tokenizer"] = {{"type", "Sequence"},
+                            {"pretokenizers",
+                             {{{"type", "Split"}, {"pattern", {{"Regex", "(a+)+$"}}}, {"behavior", "Isolated"}, {"invert", false}},
+                              {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}}}};
+  const tokenizer slow(std::string_view(redos.dump()), "redos.json");
+  CHECK(!slow.encode("aaaa").empty());
+  CHECK_THROWS_WITH(slow.encode(std::string(40, 'a') + "!"), Contains("redos.json: pre-tokenizer regex failed on the text at byte 0"));
 }
 
 TEST_CASE("tokenizer: Llama 3 style Split + ByteLevel and a BOS template", "[tokenizer]") {

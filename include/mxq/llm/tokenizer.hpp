@@ -83,7 +83,7 @@ inline int cp_to_byte(std::uint32_t cp) {
 // A compiled PCRE2 pattern (UTF-8, Unicode properties), matched over a subject piece by piece.
 class regex {
  public:
-  regex(const std::string& pattern, const std::filesystem::path& file) {
+  regex(const std::string& pattern, const std::filesystem::path& file) : file_(file) {
     int err = 0;
     PCRE2_SIZE off = 0;
     code_.reset(pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF | PCRE2_UCP, &err, &off,
@@ -106,7 +106,13 @@ class regex {
     while (pos < s.size()) {
       const int rc = pcre2_match(code_.get(), reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), pos, PCRE2_NO_UTF_CHECK,
                                  md.get(), nullptr);
-      if (rc < 0) break;
+      if (rc == PCRE2_ERROR_NOMATCH) break;
+      if (rc < 0) {  // e.g. the match limit of a pathological pattern: an error, not a silent split
+        PCRE2_UCHAR msg[256];
+        pcre2_get_error_message(rc, msg, sizeof msg);
+        throw error(file_.string() + ": pre-tokenizer regex failed on the text at byte " + std::to_string(pos) + ": " +
+                    reinterpret_cast<const char*>(msg));
+      }
       const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md.get());
       if (ov[1] == ov[0]) {  // an empty match: step one character
         pos = ov[0] + u8::length(static_cast<unsigned char>(s[ov[0]]));
@@ -124,6 +130,7 @@ class regex {
     void operator()(pcre2_code* c) const noexcept { pcre2_code_free(c); }
   };
   std::unique_ptr<pcre2_code, free_code> code_;
+  std::filesystem::path file_;
 };
 
 // GPT-2's pre-tokenizer regex (the ByteLevel pre-tokenizer with use_regex).
