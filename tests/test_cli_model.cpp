@@ -414,6 +414,23 @@ TEST_CASE("a failed run loses nothing: a full disk, a bad tensor found mid-run, 
     CHECK(e.status == 1);
     CHECK(e.err.find("disk full?") != std::string::npos);
     CHECK(slurp(gguf) == g);
+    // And for a token file: the earlier one stays, no partial file under its name.
+    const fs::path ids = scratch() / "keep.u32";
+    REQUIRE(run_cli("tokenize " + model + " --text README.md --out " + ids.string()).status == 0);
+    const std::string before_ids = slurp(ids);
+    REQUIRE(before_ids.size() > 16 * 1024);
+    const auto t = mxq::test::run_program("ulimit -f 16; " + std::string(MXQ_CLI_PATH),
+                                          "tokenize " + model + " --text tests/fuzz/run.sh --out " + ids.string(), MXQ_REPO_DIR);
+    CHECK(t.status == 0);  // a small output fits under the limit: replaced whole
+    CHECK(slurp(ids) != before_ids);
+    REQUIRE(run_cli("tokenize " + model + " --text README.md --out " + ids.string()).status == 0);
+    const auto big = mxq::test::run_program("ulimit -f 16; " + std::string(MXQ_CLI_PATH),
+                                            "tokenize " + model + " --text README.md --out " + ids.string(), MXQ_REPO_DIR);
+    INFO(big.err);
+    CHECK(big.status == 1);
+    CHECK(big.err.find("disk full?") != std::string::npos);
+    CHECK(slurp(ids) == before_ids);
+    fs::remove(ids);
   }
   SECTION("a non-finite weight in layer 3, found after layers 0-2 are written") {
     const fs::path bad = scratch() / "nan-model", src = fs::path(MXQ_REPO_DIR) / "examples/models/code-llama";

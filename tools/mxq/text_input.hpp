@@ -12,6 +12,7 @@
 #include <vector>
 
 #include <mxq/io/error.hpp>
+#include <mxq/io/file.hpp>
 #include <mxq/llm/forward.hpp>
 
 #include "args.hpp"
@@ -59,14 +60,13 @@ inline void write_tokens(const std::filesystem::path& out, std::span<const mxq::
   if (ext != ".u16" && ext != ".u32") throw mxq::error(out.string() + ": the output must end in .u16 or .u32");
   if (ext == ".u16" && vocab > 65536)
     throw mxq::error(out.string() + ": a vocabulary of " + std::to_string(vocab) + " tokens needs .u32");
-  std::ofstream o(out, std::ios::binary);
-  if (!o) throw mxq::error(out.string() + ": cannot be written");
-  for (mxq::llm::token_id t : ids) {
-    const unsigned char b[4] = {static_cast<unsigned char>(t), static_cast<unsigned char>(t >> 8),
-                                static_cast<unsigned char>(t >> 16), static_cast<unsigned char>(t >> 24)};
-    o.write(reinterpret_cast<const char*>(b), ext == ".u16" ? 2 : 4);
-  }
-  if (!o) throw mxq::error(out.string() + ": write failed");
+  mxq::write_file_atomically(out, [&](std::ostream& o) {  // a failed write leaves no partial file
+    for (mxq::llm::token_id t : ids) {
+      const unsigned char b[4] = {static_cast<unsigned char>(t), static_cast<unsigned char>(t >> 8),
+                                  static_cast<unsigned char>(t >> 16), static_cast<unsigned char>(t >> 24)};
+      o.write(reinterpret_cast<const char*>(b), ext == ".u16" ? 2 : 4);
+    }
+  });
 }
 
 }  // namespace mxq::cli

@@ -145,4 +145,42 @@ void write_file_atomically(const std::filesystem::path& path, Writer&& write) {
   }
 }
 
+// Side files (config.json, tokenizer.json, ...) copied next to an output under temporary names,
+// then renamed into place together by commit() — after the output itself is committed, so a copy
+// that fails (disk full) leaves every earlier file whole. Uncommitted copies are removed.
+class staged_copies {
+ public:
+  staged_copies() = default;
+  staged_copies(const staged_copies&) = delete;
+  staged_copies& operator=(const staged_copies&) = delete;
+  ~staged_copies() {
+    for (const auto& [tmp, dst] : files_) {
+      std::error_code ignore;
+      std::filesystem::remove(tmp, ignore);
+    }
+  }
+  void add(const std::filesystem::path& src, const std::filesystem::path& dst) {
+    std::filesystem::path tmp = dst;
+    tmp += ".tmp." + std::to_string(::getpid());
+    std::error_code ec;
+    std::filesystem::copy_file(src, tmp, std::filesystem::copy_options::overwrite_existing, ec);
+    if (ec) {
+      std::error_code ignore;
+      std::filesystem::remove(tmp, ignore);
+      detail::io::fail(dst, "cannot copy " + src.string() + " (disk full?): " + ec.message());
+    }
+    files_.emplace_back(std::move(tmp), dst);
+  }
+  void commit() {
+    for (auto it = files_.begin(); it != files_.end(); it = files_.erase(it)) {
+      std::error_code ec;
+      std::filesystem::rename(it->first, it->second, ec);
+      if (ec) detail::io::fail(it->second, "cannot rename temporary file into place: " + ec.message());
+    }
+  }
+
+ private:
+  std::vector<std::pair<std::filesystem::path, std::filesystem::path>> files_;  // (temporary, final)
+};
+
 }  // namespace mxq

@@ -256,11 +256,14 @@ class quantized_checkpoint_writer {
   void finish(const Eigen::VectorXf& final_norm) {
     w_.put("model.norm.weight", mxq::detail::model::bytes_of(final_norm));
     copy_source_tensors();
-    w_.commit();
     namespace fs = std::filesystem;
-    // The config, and the tokenizer an engine loads from the same directory.
+    // The config, and the tokenizer an engine loads from the same directory: copied before the
+    // shards are committed, renamed into place after them.
+    staged_copies side;
     for (const char* f : hf_side_files)
-      if (fs::exists(src_dir_ / f)) fs::copy_file(src_dir_ / f, out_ / f, fs::copy_options::overwrite_existing);
+      if (fs::exists(src_dir_ / f)) side.add(src_dir_ / f, out_ / f);
+    w_.commit();
+    side.commit();
   }
 
  private:

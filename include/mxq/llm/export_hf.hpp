@@ -500,10 +500,12 @@ hf_export_report export_hf(const std::filesystem::path& model_dir, const std::fi
     w.put(j.name, b);
     report.bytes += b.size();
   }
-  w.commit();
-  report.tensors = jobs.size();
+  staged_copies side;  // copied before the shards are committed, renamed into place after them
   for (const char* f : hf_side_files)  // config.json is written below, with its quantization_config
-    if (std::string_view(f) != "config.json" && fs::exists(model_dir / f)) fs::copy_file(model_dir / f, out_dir / f, fs::copy_options::overwrite_existing);
+    if (std::string_view(f) != "config.json" && fs::exists(model_dir / f)) side.add(model_dir / f, out_dir / f);
+  w.commit();
+  side.commit();
+  report.tensors = jobs.size();
   if (hf_quant_config)
     write_file_atomically(out_dir / "hf_quant_config.json", [&](std::ostream& o) { o << hf_quant_config->dump(2) << "\n"; });
   else
