@@ -223,7 +223,7 @@ inline parsed_header parse_header(std::span<const std::byte> buf, const std::fil
   return h;
 }
 
-// model.safetensors.index.json's weight_map as (tensor, shard file) pairs, in the file's order;
+// model.safetensors.index.json's weight_map as (tensor, shard file) pairs, sorted by tensor name;
 // every shard a plain file name inside the checkpoint directory.
 inline std::vector<std::pair<std::string, std::string>> parse_index(std::string_view text, const std::filesystem::path& index) {
   const nlohmann::json j = parse_json(text, index);
