@@ -8,6 +8,10 @@ set -euo pipefail
 build=${1:?usage: run.sh BUILD_DIR [SECONDS] [WORK]}
 secs=${2:-60}
 work=${3:-$build/fuzz-work}
+# Absolute paths: each harness runs from inside its work directory.
+build=$(cd "$build" && pwd)
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
 here=$(cd "$(dirname "$0")" && pwd)
 status=0
 for h in fuzz_safetensors fuzz_index fuzz_config fuzz_tokenizer fuzz_npy fuzz_packed; do
@@ -21,9 +25,11 @@ for h in fuzz_safetensors fuzz_index fuzz_config fuzz_tokenizer fuzz_npy fuzz_pa
   if ! (cd "$work/$h" && "$bin" -seed=1 -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
           -dict="$dict" -print_final_stats=1 -print_pcs=0 new "$here/corpus/$h" > log.txt 2>&1); then
     echo "run.sh: $h found a problem (input kept in $work/$h):" >&2
-    grep -E "ERROR|SUMMARY|==[0-9]+==|terminate|Test unit written" "$work/$h/log.txt" | head -20 >&2
+    # The sanitizer's report where there is one, else the end of the log (a harness that did not start).
+    grep -E "ERROR|SUMMARY|==[0-9]+==|terminate|Test unit written" "$work/$h/log.txt" | head -20 >&2 \
+      || tail -20 "$work/$h/log.txt" >&2
     status=1
   fi
-  grep -E "^stat::number_of_executed_units|^stat::peak_rss_mb|cov: [0-9]+ ft: [0-9]+" "$work/$h/log.txt" | grep -E "DONE|stat::" | tail -3
+  grep -E "^stat::number_of_executed_units|^stat::peak_rss_mb|cov: [0-9]+ ft: [0-9]+" "$work/$h/log.txt" | grep -E "DONE|stat::" | tail -3 || true
 done
 exit $status
