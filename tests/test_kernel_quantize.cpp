@@ -186,7 +186,7 @@ void check_case(gen& g, std::size_t rows, std::size_t cols, const mxq::quant_opt
                            " " + std::to_string(rows) + "x" + std::to_string(cols) + " offset " + std::to_string(offset);
   INFO(what);
 
-  REQUIRE(mxq::kernel::can_quantize<F, Layout>(opt) == mxq::kernel::simd_available);
+  REQUIRE(mxq::kernel::can_quantize<F, Layout>(opt) == mxq::kernel::simd_enabled());
   const auto fast = mxq::quantize<F, Layout>(x, opt);
   const auto ref = mxq::reference::quantize<F, Layout>(x, opt);
   compare_packed(fast, ref, what + " quantize");
@@ -442,7 +442,7 @@ TEST_CASE("kernel quantize: stochastic rounding and non-fast formats still take 
   opt.rounding = mxq::rounding::stochastic;
   CHECK_FALSE(mxq::kernel::can_quantize<mxq::mxfp4>(opt));
   CHECK_FALSE(mxq::kernel::can_quantize<mxq::int4_g128>({}));
-  CHECK(mxq::kernel::can_quantize<mxq::mxfp4>({}) == mxq::kernel::simd_available);
+  CHECK(mxq::kernel::can_quantize<mxq::mxfp4>({}) == mxq::kernel::simd_enabled());
   std::mt19937 rng(3);
   opt.uniform = [&] { return std::uniform_real_distribution<double>(0.0, 1.0)(rng); };
   std::vector<float> x(64, 0.3f);

@@ -4,7 +4,8 @@
 //   (mxq::kernel::can_quantize, has_fast_quant, quantize_into, parallel_ranges, ...).
 //
 //   constexpr bool fast = mxq::kernel::has_fast_quant<mxq::mxfp4>;   // kernels exist for the format
-//   bool simd = mxq::kernel::can_quantize<mxq::mxfp4>(opts);          // ... and run in this build (AVX2+FMA)
+//   bool simd = mxq::kernel::can_quantize<mxq::mxfp4>(opts);          // ... and run on this CPU
+//   mxq::kernel::active_isa();   // isa::avx2 or isa::generic, chosen once at run time (kernel/simd.hpp)
 //   mxq::kernel::parallel_ranges(rows, threads, 16, [&](std::size_t r0, std::size_t r1) { ... });
 #pragma once
 #include "format.hpp"

@@ -235,7 +235,7 @@ packed_matrix<F, Layout> quantize(matrix_view<T> x, const quant_options& opt = {
 
 template <format_type F, class Layout>
 void dequantize(const packed_matrix<F, Layout>& q, matrix_view<float> out) {
-  if constexpr (!kernel::can_dequantize<F, Layout>()) {
+  if (!kernel::can_dequantize<F, Layout>()) {
     reference::dequantize(q, out);
   } else {
     if (out.rows != q.rows() || out.cols != q.cols())

@@ -52,9 +52,33 @@ inline constexpr bool is_w4 = [] {
   }
 }();
 
-// Formats with a SIMD product at all (else callers dequantize and multiply).
+// Formats with a SIMD product compiled in (else callers dequantize and multiply); whether it
+// runs in this process is simd_enabled()'s answer.
 template <class F, class Layout>
 inline constexpr bool has_fast_gemv = has_fast_quant<F, Layout> && simd_available;
+
+// How the activations enter the products (see the header comment).
+enum class activation_precision {
+  automatic,  // int8 for 4-bit weight formats (their own error dwarfs the activations'), else f32
+  f32,
+  int8,       // falls back to f32 where the format has no int8 path
+};
+
+struct gemm_options {
+  int threads = 1;  // worker threads over output rows (<= 0: hardware concurrency)
+  activation_precision activations = activation_precision::automatic;
+};
+
+// Whether gemv/gemm with these options run the int8-activation kernels.
+template <class F, class Layout>
+bool uses_int8(const gemm_options& opt) {
+  if constexpr (!is_w4<F, Layout> || !simd_available) {
+    (void)opt;
+    return false;
+  } else {
+    return opt.activations != activation_precision::f32 && simd_enabled();
+  }
+}
 
 namespace detail {
 
@@ -121,6 +145,7 @@ struct q8_rows {
 };
 
 #if MXQ_KERNEL_AVX2
+MXQ_AVX2_BEGIN
 
 template <class F, class Layout, class T>
 void quantize_q8_row(const T* x, std::size_t k, q8_rows& a, std::size_t t, float* xf, std::int8_t* qn) {
@@ -577,142 +602,126 @@ MXQ_ALWAYS_INLINE void dot_tile_f32(const float* panel, std::size_t kp, const fl
     for (int r = 0; r < NR; ++r) out[t * NR + r] = simd::hsum(acc[r][t]);
 }
 
+
+// gemm_into's AVX2 body.
+template <class F, class Layout, class T>
+void gemm_avx2(const packed_matrix<F, Layout>& w, matrix_view<const T> x, matrix_view<float> y, const gemm_options& opt) {
+  alignas(32) float lut[256];
+  detail::scale_lut<F>(lut, w.tensor());
+  const std::size_t rows = w.rows(), cols = w.cols(), batch = x.rows;
+  constexpr std::size_t B = F::block_size;
+  const std::size_t kp = ((cols + B - 1) / B * B + 63) / 64 * 64;  // whole blocks, whole 64-code chunks
+  const std::size_t nb_row = w.blocks_per_row();
+  const std::uint8_t* codes = w.code_bytes().data();
+  const std::uint8_t* codes_end = codes + w.code_bytes().size();
+  const std::uint8_t* scales = w.scale_data().data();
+  if (batch == 0 || rows == 0) return;
+  if constexpr (is_w4<F, Layout>) {
+    if (uses_int8<F, Layout>(opt)) {
+      const detail::q8_rows a = detail::quantize_q8<F, Layout>(x);
+      if (batch <= 2) {
+        for (std::size_t t = 0; t < batch; ++t) {
+          detail::q8_rows one;  // view of token t (the kernel reads row 0)
+          one.rows = 1, one.kp = a.kp, one.nb = a.nb;
+          one.q.assign(a.q.begin() + static_cast<std::ptrdiff_t>(t * a.kp), a.q.begin() + static_cast<std::ptrdiff_t>((t + 1) * a.kp));
+          one.d.assign(a.d.begin() + static_cast<std::ptrdiff_t>(t * a.nb), a.d.begin() + static_cast<std::ptrdiff_t>((t + 1) * a.nb));
+          one.d.resize(a.nb + 8);
+          one.corr.assign(a.corr.begin() + static_cast<std::ptrdiff_t>(t * a.kp / 8), a.corr.begin() + static_cast<std::ptrdiff_t>((t + 1) * a.kp / 8));
+          const detail::q8_rows& use = batch == 1 ? a : one;
+          parallel_ranges(rows, opt.threads, 16, [&](std::size_t r0, std::size_t r1) {
+            for (std::size_t r = r0; r < r1; ++r)
+              y(t, r) = detail::gemv_row_w4a8<F, Layout>(codes + r * w.row_bytes(), w.row_bytes(), scales + r * nb_row, nb_row, use, lut, w.tensor().scale);
+          });
+        }
+        return;
+      }
+      const std::size_t tiles = (rows + 7) / 8;
+      parallel_ranges(tiles, opt.threads, 1, [&](std::size_t tb, std::size_t te) {
+        detail::w4_tile tile;
+        alignas(32) float out[4][8];
+        for (std::size_t ti = tb; ti < te; ++ti) {
+          const std::size_t r0 = ti * 8, nr = std::min<std::size_t>(8, rows - r0);
+          detail::repack_tile(w, r0, kp, lut, tile);
+          std::size_t t = 0;
+          auto emit = [&](std::size_t nt) {
+            for (std::size_t i = 0; i < nt; ++i)
+              for (std::size_t r = 0; r < nr; ++r) y(t + i, r0 + r) = out[i][r];
+          };
+          // 3 tokens per pass: 3 x (int16, int32, FP32) accumulators + 2 weight registers fit
+          // the 16 ymm registers (4 tokens spill).
+          for (; t + 3 <= batch; t += 3) {
+            detail::gemm_tile_w4a8<F, 3>(tile, a, t, out);
+            emit(3);
+          }
+          switch (batch - t) {
+            case 2: detail::gemm_tile_w4a8<F, 2>(tile, a, t, out), emit(2); break;
+            case 1: detail::gemm_tile_w4a8<F, 1>(tile, a, t, out), emit(1); break;
+            default: break;
+          }
+        }
+      });
+      return;
+    }
+  }
+  // f32 activations: padded FP32 copies of the tokens.
+  std::vector<float> xf(batch * kp, 0.0f);
+  for (std::size_t t = 0; t < batch; ++t)
+    for (std::size_t c = 0; c < cols; ++c) xf[t * kp + c] = to_f32(x(t, c));
+  if (batch == 1) {
+    if constexpr (is_w4<F, Layout>) {
+      using L = detail::w4_lut<typename F::element>;
+      std::vector<float> xp(kp);
+      for (std::size_t c = 0; c < kp / 64; ++c)
+        for (int p = 0; p < 64; ++p) xp[c * 64 + static_cast<std::size_t>(p)] = xf[c * 64 + static_cast<std::size_t>(detail::chunk_code<Layout>(p, static_cast<int>(B)))];
+      parallel_ranges(rows, opt.threads, 16, [&](std::size_t r0, std::size_t r1) {
+        std::vector<float> sc(kp / B, 0.0f);
+        for (std::size_t r = r0; r < r1; ++r) {
+          for (std::size_t b = 0; b < nb_row; ++b) sc[b] = lut[scales[r * nb_row + b]] * L::factor;
+          y(0, r) = detail::gemv_row_w4f32<F, Layout>(codes + r * w.row_bytes(), w.row_bytes(), sc.data(), xp.data(), kp);
+        }
+      });
+    } else {
+      parallel_ranges(rows, opt.threads, 16, [&](std::size_t r0, std::size_t r1) {
+        for (std::size_t r = r0; r < r1; ++r)
+          y(0, r) = detail::gemv_row_generic<F, Layout>(codes + r * w.row_bytes(), scales + r * nb_row, cols, lut, xf.data(), codes_end);
+      });
+    }
+    return;
+  }
+  // Batched: decode 4 rows to FP32, then 4 rows x 2 tokens per inner loop.
+  parallel_ranges((rows + 3) / 4, opt.threads, 1, [&](std::size_t tb, std::size_t te) {
+    std::vector<float> panel(4 * kp, 0.0f);
+    float out[8];
+    for (std::size_t ti = tb; ti < te; ++ti) {
+      const std::size_t r0 = ti * 4, nr = std::min<std::size_t>(4, rows - r0);
+      for (std::size_t i = 0; i < nr; ++i)
+        detail::decode_row<F, Layout>(codes + (r0 + i) * w.row_bytes(), scales + (r0 + i) * nb_row, cols, lut, codes_end, panel.data() + i * kp);
+      for (std::size_t i = nr; i < 4; ++i) std::fill(panel.begin() + static_cast<std::ptrdiff_t>(i * kp), panel.begin() + static_cast<std::ptrdiff_t>((i + 1) * kp), 0.0f);
+      std::size_t t = 0;
+      for (; t + 2 <= batch; t += 2) {
+        detail::dot_tile_f32<4, 2>(panel.data(), kp, xf.data(), t, out);
+        for (std::size_t j = 0; j < 2; ++j)
+          for (std::size_t r = 0; r < nr; ++r) y(t + j, r0 + r) = out[j * 4 + r];
+      }
+      if (t < batch) {
+        detail::dot_tile_f32<4, 1>(panel.data(), kp, xf.data(), t, out);
+        for (std::size_t r = 0; r < nr; ++r) y(t, r0 + r) = out[r];
+      }
+    }
+  });
+}
+
+MXQ_AVX2_END
 #endif  // MXQ_KERNEL_AVX2
 
 }  // namespace detail
-
-// How the activations enter the products (see the header comment).
-enum class activation_precision {
-  automatic,  // int8 for 4-bit weight formats (their own error dwarfs the activations'), else f32
-  f32,
-  int8,       // falls back to f32 where the format has no int8 path
-};
-
-struct gemm_options {
-  int threads = 1;  // worker threads over output rows (<= 0: hardware concurrency)
-  activation_precision activations = activation_precision::automatic;
-};
-
-// Whether gemv/gemm with these options run the int8-activation kernels.
-template <class F, class Layout>
-constexpr bool uses_int8(const gemm_options& opt) noexcept {
-  if constexpr (!is_w4<F, Layout> || !simd_available) {
-    (void)opt;
-    return false;
-  } else {
-    return opt.activations != activation_precision::f32;
-  }
-}
 
 // Y[t, r] = sum_k W[r, k] X[t, k]. Requires has_fast_gemv<F, Layout>; shapes checked by the caller.
 template <class F, class Layout, class T>
 void gemm_into(const packed_matrix<F, Layout>& w, matrix_view<const T> x, matrix_view<float> y, const gemm_options& opt) {
 #if MXQ_KERNEL_AVX2
   if constexpr (has_fast_quant<F, Layout>) {
-    alignas(32) float lut[256];
-    detail::scale_lut<F>(lut, w.tensor());
-    const std::size_t rows = w.rows(), cols = w.cols(), batch = x.rows;
-    constexpr std::size_t B = F::block_size;
-    const std::size_t kp = ((cols + B - 1) / B * B + 63) / 64 * 64;  // whole blocks, whole 64-code chunks
-    const std::size_t nb_row = w.blocks_per_row();
-    const std::uint8_t* codes = w.code_bytes().data();
-    const std::uint8_t* codes_end = codes + w.code_bytes().size();
-    const std::uint8_t* scales = w.scale_data().data();
-    if (batch == 0 || rows == 0) return;
-    if constexpr (is_w4<F, Layout>) {
-      if (uses_int8<F, Layout>(opt)) {
-        const detail::q8_rows a = detail::quantize_q8<F, Layout>(x);
-        if (batch <= 2) {
-          for (std::size_t t = 0; t < batch; ++t) {
-            detail::q8_rows one;  // view of token t (the kernel reads row 0)
-            one.rows = 1, one.kp = a.kp, one.nb = a.nb;
-            one.q.assign(a.q.begin() + static_cast<std::ptrdiff_t>(t * a.kp), a.q.begin() + static_cast<std::ptrdiff_t>((t + 1) * a.kp));
-            one.d.assign(a.d.begin() + static_cast<std::ptrdiff_t>(t * a.nb), a.d.begin() + static_cast<std::ptrdiff_t>((t + 1) * a.nb));
-            one.d.resize(a.nb + 8);
-            one.corr.assign(a.corr.begin() + static_cast<std::ptrdiff_t>(t * a.kp / 8), a.corr.begin() + static_cast<std::ptrdiff_t>((t + 1) * a.kp / 8));
-            const detail::q8_rows& use = batch == 1 ? a : one;
-            parallel_ranges(rows, opt.threads, 16, [&](std::size_t r0, std::size_t r1) {
-              for (std::size_t r = r0; r < r1; ++r)
-                y(t, r) = detail::gemv_row_w4a8<F, Layout>(codes + r * w.row_bytes(), w.row_bytes(), scales + r * nb_row, nb_row, use, lut, w.tensor().scale);
-            });
-          }
-          return;
-        }
-        const std::size_t tiles = (rows + 7) / 8;
-        parallel_ranges(tiles, opt.threads, 1, [&](std::size_t tb, std::size_t te) {
-          detail::w4_tile tile;
-          alignas(32) float out[4][8];
-          for (std::size_t ti = tb; ti < te; ++ti) {
-            const std::size_t r0 = ti * 8, nr = std::min<std::size_t>(8, rows - r0);
-            detail::repack_tile(w, r0, kp, lut, tile);
-            std::size_t t = 0;
-            auto emit = [&](std::size_t nt) {
-              for (std::size_t i = 0; i < nt; ++i)
-                for (std::size_t r = 0; r < nr; ++r) y(t + i, r0 + r) = out[i][r];
-            };
-            // 3 tokens per pass: 3 x (int16, int32, FP32) accumulators + 2 weight registers fit
-            // the 16 ymm registers (4 tokens spill).
-            for (; t + 3 <= batch; t += 3) {
-              detail::gemm_tile_w4a8<F, 3>(tile, a, t, out);
-              emit(3);
-            }
-            switch (batch - t) {
-              case 2: detail::gemm_tile_w4a8<F, 2>(tile, a, t, out), emit(2); break;
-              case 1: detail::gemm_tile_w4a8<F, 1>(tile, a, t, out), emit(1); break;
-              default: break;
-            }
-          }
-        });
-        return;
-      }
-    }
-    // f32 activations: padded FP32 copies of the tokens.
-    std::vector<float> xf(batch * kp, 0.0f);
-    for (std::size_t t = 0; t < batch; ++t)
-      for (std::size_t c = 0; c < cols; ++c) xf[t * kp + c] = to_f32(x(t, c));
-    if (batch == 1) {
-      if constexpr (is_w4<F, Layout>) {
-        using L = detail::w4_lut<typename F::element>;
-        std::vector<float> xp(kp);
-        for (std::size_t c = 0; c < kp / 64; ++c)
-          for (int p = 0; p < 64; ++p) xp[c * 64 + static_cast<std::size_t>(p)] = xf[c * 64 + static_cast<std::size_t>(detail::chunk_code<Layout>(p, static_cast<int>(B)))];
-        parallel_ranges(rows, opt.threads, 16, [&](std::size_t r0, std::size_t r1) {
-          std::vector<float> sc(kp / B, 0.0f);
-          for (std::size_t r = r0; r < r1; ++r) {
-            for (std::size_t b = 0; b < nb_row; ++b) sc[b] = lut[scales[r * nb_row + b]] * L::factor;
-            y(0, r) = detail::gemv_row_w4f32<F, Layout>(codes + r * w.row_bytes(), w.row_bytes(), sc.data(), xp.data(), kp);
-          }
-        });
-      } else {
-        parallel_ranges(rows, opt.threads, 16, [&](std::size_t r0, std::size_t r1) {
-          for (std::size_t r = r0; r < r1; ++r)
-            y(0, r) = detail::gemv_row_generic<F, Layout>(codes + r * w.row_bytes(), scales + r * nb_row, cols, lut, xf.data(), codes_end);
-        });
-      }
-      return;
-    }
-    // Batched: decode 4 rows to FP32, then 4 rows x 2 tokens per inner loop.
-    parallel_ranges((rows + 3) / 4, opt.threads, 1, [&](std::size_t tb, std::size_t te) {
-      std::vector<float> panel(4 * kp, 0.0f);
-      float out[8];
-      for (std::size_t ti = tb; ti < te; ++ti) {
-        const std::size_t r0 = ti * 4, nr = std::min<std::size_t>(4, rows - r0);
-        for (std::size_t i = 0; i < nr; ++i)
-          detail::decode_row<F, Layout>(codes + (r0 + i) * w.row_bytes(), scales + (r0 + i) * nb_row, cols, lut, codes_end, panel.data() + i * kp);
-        for (std::size_t i = nr; i < 4; ++i) std::fill(panel.begin() + static_cast<std::ptrdiff_t>(i * kp), panel.begin() + static_cast<std::ptrdiff_t>((i + 1) * kp), 0.0f);
-        std::size_t t = 0;
-        for (; t + 2 <= batch; t += 2) {
-          detail::dot_tile_f32<4, 2>(panel.data(), kp, xf.data(), t, out);
-          for (std::size_t j = 0; j < 2; ++j)
-            for (std::size_t r = 0; r < nr; ++r) y(t + j, r0 + r) = out[j * 4 + r];
-        }
-        if (t < batch) {
-          detail::dot_tile_f32<4, 1>(panel.data(), kp, xf.data(), t, out);
-          for (std::size_t r = 0; r < nr; ++r) y(t, r0 + r) = out[r];
-        }
-      }
-    });
-    return;
+    if (simd_enabled()) return detail::gemm_avx2(w, x, y, opt);
   }
 #endif
   (void)w, (void)x, (void)y, (void)opt;

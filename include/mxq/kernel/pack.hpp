@@ -94,7 +94,7 @@ inline void pack_block(const std::uint8_t* codes, std::size_t n, std::size_t blo
   if constexpr (std::is_same_v<Layout, split_halves_layout>) {
     // Whole blocks only (the layout's own invariant).
     const std::size_t half = block / 2;
-#if MXQ_KERNEL_AVX2
+#if MXQ_KERNEL_SSE2
     if (half == 16) {
       const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes));
       const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + 16));
@@ -111,13 +111,16 @@ inline void pack_block(const std::uint8_t* codes, std::size_t n, std::size_t blo
   } else {
     (void)block;
     const std::size_t nbytes = (n * Bits + 7) / 8;
-#if MXQ_KERNEL_AVX2
+#if MXQ_KERNEL_SSE2
     if constexpr (Bits == 4) {
       if (n == 32) {
-        const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes));
-        const __m256i w = _mm256_and_si256(_mm256_or_si256(b, _mm256_srli_epi16(b, 4)), _mm256_set1_epi16(0x00FF));
-        const __m128i p = _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), p);
+        // byte pairs (lo, hi) -> lo | hi << 4 in each 16-bit lane's low byte, then narrowed
+        const __m128i m = _mm_set1_epi16(0x00FF);
+        const __m128i b0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes));
+        const __m128i b1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + 16));
+        const __m128i w0 = _mm_and_si128(_mm_or_si128(b0, _mm_srli_epi16(b0, 4)), m);
+        const __m128i w1 = _mm_and_si128(_mm_or_si128(b1, _mm_srli_epi16(b1, 4)), m);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm_packus_epi16(w0, w1));
         return;
       }
     }
@@ -145,7 +148,7 @@ template <int Bits, class Layout>
 inline void unpack_block(const std::uint8_t* src, std::size_t n, std::size_t block, std::uint8_t* codes) noexcept {
   if constexpr (std::is_same_v<Layout, split_halves_layout>) {
     const std::size_t half = block / 2;
-#if MXQ_KERNEL_AVX2
+#if MXQ_KERNEL_SSE2
     if (half == 16) {
       const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
       const __m128i m = _mm_set1_epi8(0x0F);
@@ -165,7 +168,7 @@ inline void unpack_block(const std::uint8_t* src, std::size_t n, std::size_t blo
     for (std::size_t i = n; i % 8 != 0; ++i) codes[i] = 0;
   } else {
     (void)block;
-#if MXQ_KERNEL_AVX2
+#if MXQ_KERNEL_SSE2
     if constexpr (Bits == 4) {
       if (n == 32) {
         const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));

@@ -48,6 +48,22 @@ namespace mxq::kernel {
 
 namespace detail {
 
+#if MXQ_KERNEL_AVX2
+MXQ_AVX2_BEGIN
+// Largest finite |p[i]| over the first n - n % 8 values (c: where the vector loop stopped).
+template <class T>
+float finite_amax8_avx2(const T* p, std::size_t n, std::size_t& c) noexcept {
+  const __m256i absm = _mm256_set1_epi32(0x7FFFFFFF), inf = _mm256_set1_epi32(0x7F800000);
+  __m256i m = _mm256_setzero_si256();
+  for (; c + 8 <= n; c += 8) {
+    const __m256i b = _mm256_and_si256(_mm256_castps_si256(simd::load8(p + c)), absm);
+    m = _mm256_max_epi32(m, _mm256_and_si256(b, _mm256_cmpgt_epi32(inf, b)));
+  }
+  return std::bit_cast<float>(simd::hmax_epi32(m));
+}
+MXQ_AVX2_END
+#endif
+
 // Largest finite |x| over a matrix (NVFP4's tensor amax), NaN/Inf ignored.
 template <class T>
 float finite_amax(matrix_view<const T> x) noexcept {
@@ -57,13 +73,7 @@ float finite_amax(matrix_view<const T> x) noexcept {
     if (x.row_contiguous()) {
       const T* p = x.row(r);
 #if MXQ_KERNEL_AVX2
-      const __m256i absm = _mm256_set1_epi32(0x7FFFFFFF), inf = _mm256_set1_epi32(0x7F800000);
-      __m256i m = _mm256_setzero_si256();
-      for (; c + 8 <= x.cols; c += 8) {
-        const __m256i b = _mm256_and_si256(_mm256_castps_si256(simd::load8(p + c)), absm);
-        m = _mm256_max_epi32(m, _mm256_and_si256(b, _mm256_cmpgt_epi32(inf, b)));
-      }
-      amax = std::max(amax, std::bit_cast<float>(simd::hmax_epi32(m)));
+      if (simd_enabled()) amax = std::max(amax, finite_amax8_avx2(p, x.cols, c));
 #endif
       for (const T* e = p + x.cols, *q = p + c; q != e; ++q) {
         const float a = std::fabs(to_f32(*q));
@@ -125,7 +135,36 @@ void build_ue4m3_tables(ue4m3_tables& tb, const tensor_params& t, rounding mode)
   }
 }
 
+// Calls fn(const T* row, r) for every row, rows split over `threads` (each row's work is
+// independent, so the output does not depend on the split); strided rows are gathered into a
+// per-range buffer. Ranges hold at least ~16K elements so small matrices stay on one thread.
+template <class T, class Fn>
+void for_each_row(matrix_view<const T> x, int threads, Fn&& fn) {
+  const std::size_t grain = std::max<std::size_t>(1, (std::size_t{1} << 14) / std::max<std::size_t>(x.cols, 1));
+  parallel_ranges(x.rows, threads, grain, [&](std::size_t r0, std::size_t r1) {
+    std::vector<T> buf(x.row_contiguous() ? 0 : x.cols);
+    for (std::size_t r = r0; r < r1; ++r) {
+      if (x.row_contiguous()) {
+        fn(static_cast<const T*>(x.row(r)), r);
+      } else {
+        for (std::size_t c = 0; c < x.cols; ++c) buf[c] = x(r, c);
+        fn(static_cast<const T*>(buf.data()), r);
+      }
+    }
+  });
+}
+
+template <class Fn>
+decltype(auto) with_rounding(rounding r, Fn&& fn) {
+  switch (r) {
+    case rounding::nearest_away: return fn(std::integral_constant<rounding, rounding::nearest_away>{});
+    case rounding::toward_zero: return fn(std::integral_constant<rounding, rounding::toward_zero>{});
+    default: return fn(std::integral_constant<rounding, rounding::nearest_even>{});
+  }
+}
+
 #if MXQ_KERNEL_AVX2
+MXQ_AVX2_BEGIN
 
 // ---------------------------------------------------------------------------------------------
 // E8M0 element rounding.
@@ -510,51 +549,128 @@ void ue4m3_row(const T* x, std::size_t cols, const quant_options& opt, const ten
   }
 }
 
-#endif  // MXQ_KERNEL_AVX2
 
-// Calls fn(const T* row, r) for every row, rows split over `threads` (each row's work is
-// independent, so the output does not depend on the split); strided rows are gathered into a
-// per-range buffer. Ranges hold at least ~16K elements so small matrices stay on one thread.
-template <class T, class Fn>
-void for_each_row(matrix_view<const T> x, int threads, Fn&& fn) {
-  const std::size_t grain = std::max<std::size_t>(1, (std::size_t{1} << 14) / std::max<std::size_t>(x.cols, 1));
-  parallel_ranges(x.rows, threads, grain, [&](std::size_t r0, std::size_t r1) {
-    std::vector<T> buf(x.row_contiguous() ? 0 : x.cols);
-    for (std::size_t r = r0; r < r1; ++r) {
-      if (x.row_contiguous()) {
-        fn(static_cast<const T*>(x.row(r)), r);
-      } else {
-        for (std::size_t c = 0; c < x.cols; ++c) buf[c] = x(r, c);
-        fn(static_cast<const T*>(buf.data()), r);
-      }
-    }
-  });
-}
-
-template <class Fn>
-decltype(auto) with_rounding(rounding r, Fn&& fn) {
-  switch (r) {
-    case rounding::nearest_away: return fn(std::integral_constant<rounding, rounding::nearest_away>{});
-    case rounding::toward_zero: return fn(std::integral_constant<rounding, rounding::toward_zero>{});
-    default: return fn(std::integral_constant<rounding, rounding::nearest_even>{});
+// ---- entry points' AVX2 bodies (the public functions below dispatch here) ------------------
+template <class F, class Layout, class T>
+void quantize_rows_avx2(matrix_view<const T> x, packed_matrix<F, Layout>& q, std::size_t first_row, const quant_options& opt) {
+  const std::size_t bpr = q.blocks_per_row();
+  std::uint8_t* codes = q.code_bytes().data() + first_row * q.row_bytes();
+  std::uint8_t* scales = q.scale_data().data() + first_row * bpr;
+  if constexpr (is_e8m0_fast<F, Layout>) {
+    detail::with_rounding(opt.rounding, [&](auto rc) {
+      detail::for_each_row(x, opt.threads, [&](const T* row, std::size_t r) {
+        detail::e8m0_row<F, decltype(rc)::value, detail::block_out::codes, Layout>(
+            row, x.cols, opt, codes + r * q.row_bytes(), scales + r * bpr, nullptr);
+      });
+    });
+  } else {
+    auto tb = std::make_unique<detail::ue4m3_tables>();
+    detail::build_ue4m3_tables<typename F::scale>(*tb, q.tensor(), opt.rounding);
+    detail::for_each_row(x, opt.threads, [&](const T* row, std::size_t r) {
+      detail::ue4m3_row<F, detail::block_out::codes, Layout>(row, x.cols, opt, q.tensor(), *tb,
+                                                              codes + r * q.row_bytes(), scales + r * bpr, nullptr);
+    });
   }
 }
 
+template <class F, class T>
+void fake_quant_avx2(matrix_view<const T> x, matrix_view<float> out, const quant_options& opt, const tensor_params& t) {
+  std::unique_ptr<detail::ue4m3_tables> tb;
+  if constexpr (is_ue4m3_fast<F, lsb_first_layout>) {
+    tb = std::make_unique<detail::ue4m3_tables>();
+    detail::build_ue4m3_tables<typename F::scale>(*tb, t, opt.rounding);
+  }
+  detail::with_rounding(opt.rounding, [&](auto rc) {
+    detail::for_each_row(x, opt.threads, [&](const T* row, std::size_t r) {
+      thread_local std::vector<float> obuf;  // strided output: one row buffer per thread
+      if (!out.row_contiguous()) obuf.resize(out.cols);
+      float* o = out.row_contiguous() ? out.row(r) : obuf.data();
+      if constexpr (is_e8m0_fast<F, lsb_first_layout>)
+        detail::e8m0_row<F, decltype(rc)::value, detail::block_out::values, lsb_first_layout>(row, x.cols, opt, nullptr,
+                                                                                              nullptr, o);
+      else
+        detail::ue4m3_row<F, detail::block_out::values, lsb_first_layout>(row, x.cols, opt, t, *tb, nullptr, nullptr, o);
+      if (!out.row_contiguous())
+        for (std::size_t c = 0; c < out.cols; ++c) out(r, c) = obuf[c];
+    });
+  });
+}
+
+template <class F, class Layout>
+void dequantize_avx2(const packed_matrix<F, Layout>& q, matrix_view<float> out) {
+  using E = typename F::element;
+  constexpr int bits = elem_info<E>::bits;
+  constexpr std::size_t B = F::block_size;
+  constexpr int NV = detail::block_vectors<F>;
+  std::unique_ptr<detail::ue4m3_tables> tb;
+  if constexpr (is_ue4m3_fast<F, Layout>) {
+    tb = std::make_unique<detail::ue4m3_tables>();
+    detail::build_ue4m3_tables<typename F::scale>(*tb, q.tensor(), rounding::nearest_even);
+  }
+  std::vector<float> obuf(out.row_contiguous() ? 0 : out.cols);
+  alignas(32) std::uint8_t codes[64 + 8];
+  alignas(32) float vals[64];
+  const std::size_t bpr = q.blocks_per_row();
+  for (std::size_t r = 0; r < q.rows(); ++r) {
+    float* o = out.row_contiguous() ? out.row(r) : obuf.data();
+    const std::uint8_t* src = q.code_bytes().data() + r * q.row_bytes();
+    const auto* sc = q.scale_data().data() + r * bpr;
+    for (std::size_t c0 = 0, b = 0; c0 < q.cols(); c0 += B, ++b) {
+      const std::size_t len = std::min(B, q.cols() - c0);
+      float* dst = len == B ? o + c0 : vals;
+      detail::unpack_block<bits, Layout>(src + c0 * bits / 8, len, B, codes);
+      if constexpr (is_e8m0_fast<F, Layout>) {
+        const int code = sc[b];
+        if (code == 0xFF) {
+          for (std::size_t i = 0; i < len; ++i) dst[i] = std::numeric_limits<float>::quiet_NaN();
+        } else {
+          const __m256 s = _mm256_set1_ps(pow2f_e8m0(code - 127));
+          for (int i = 0; i < NV; ++i) {
+            const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + 8 * i)));
+            _mm256_storeu_ps(dst + 8 * i, _mm256_mul_ps(detail::decode_top<E>(_mm256_slli_epi32(c, 32 - bits)), s));
+          }
+        }
+      } else {
+        const int code = sc[b] & 0x7F;
+        if (!tb->valid[code]) {
+          for (std::size_t i = 0; i < len; ++i) dst[i] = std::numeric_limits<float>::quiet_NaN();
+        } else {
+          const __m256 lut = _mm256_load_ps(tb->val[code]);
+          for (int i = 0; i < NV; ++i) {
+            const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + 8 * i)));
+            const __m256 m = _mm256_permutevar8x32_ps(lut, c);
+            const __m256 sign = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_srli_epi32(c, 3), 31));
+            _mm256_storeu_ps(dst + 8 * i, _mm256_xor_ps(m, sign));
+          }
+        }
+      }
+      if (len < B) std::memcpy(o + c0, vals, len * sizeof(float));
+    }
+    if (!out.row_contiguous())
+      for (std::size_t c = 0; c < out.cols; ++c) out(r, c) = obuf[c];
+  }
+}
+
+MXQ_AVX2_END
+#endif  // MXQ_KERNEL_AVX2
+
 }  // namespace detail
 
-// Whether quantize / fake_quant / dequantize for F in Layout with these options run here.
+// Whether quantize / fake_quant / dequantize for F in Layout with these options run SIMD
+// kernels in this process (compiled in, and the CPU has the ISA: active_isa()).
 template <class F, class Layout = lsb_first_layout>
-bool can_quantize(const quant_options& opt) noexcept {
+bool can_quantize(const quant_options& opt) {
   if constexpr (!has_fast_quant<F, Layout> || !simd_available) {
     (void)opt;
     return false;
   } else {
-    return fast_rounding(opt.rounding);
+    return fast_rounding(opt.rounding) && simd_enabled();
   }
 }
 template <class F, class Layout = lsb_first_layout>
-constexpr bool can_dequantize() noexcept {
-  return has_fast_quant<F, Layout> && simd_available;
+bool can_dequantize() {
+  if constexpr (!has_fast_quant<F, Layout> || !simd_available) return false;
+  else return simd_enabled();
 }
 
 // Tensor parameters as compute_tensor_params computes them (vectorised amax).
@@ -576,25 +692,7 @@ void quantize_rows_into(matrix_view<const T> x, packed_matrix<F, Layout>& q, std
                         const quant_options& opt) {
 #if MXQ_KERNEL_AVX2
   if constexpr (has_fast_quant<F, Layout>) {
-    const std::size_t bpr = q.blocks_per_row();
-    std::uint8_t* codes = q.code_bytes().data() + first_row * q.row_bytes();
-    std::uint8_t* scales = q.scale_data().data() + first_row * bpr;
-    if constexpr (is_e8m0_fast<F, Layout>) {
-      detail::with_rounding(opt.rounding, [&](auto rc) {
-        detail::for_each_row(x, opt.threads, [&](const T* row, std::size_t r) {
-          detail::e8m0_row<F, decltype(rc)::value, detail::block_out::codes, Layout>(
-              row, x.cols, opt, codes + r * q.row_bytes(), scales + r * bpr, nullptr);
-        });
-      });
-    } else {
-      auto tb = std::make_unique<detail::ue4m3_tables>();
-      detail::build_ue4m3_tables<typename F::scale>(*tb, q.tensor(), opt.rounding);
-      detail::for_each_row(x, opt.threads, [&](const T* row, std::size_t r) {
-        detail::ue4m3_row<F, detail::block_out::codes, Layout>(row, x.cols, opt, q.tensor(), *tb,
-                                                                codes + r * q.row_bytes(), scales + r * bpr, nullptr);
-      });
-    }
-    return;
+    if (simd_enabled()) return detail::quantize_rows_avx2(x, q, first_row, opt);
   }
 #endif
   (void)x, (void)q, (void)first_row, (void)opt;
@@ -612,26 +710,7 @@ template <class F, class T>
 void fake_quant_into(matrix_view<const T> x, matrix_view<float> out, const quant_options& opt, const tensor_params& t) {
 #if MXQ_KERNEL_AVX2
   if constexpr (has_fast_quant<F, lsb_first_layout>) {
-    std::unique_ptr<detail::ue4m3_tables> tb;
-    if constexpr (is_ue4m3_fast<F, lsb_first_layout>) {
-      tb = std::make_unique<detail::ue4m3_tables>();
-      detail::build_ue4m3_tables<typename F::scale>(*tb, t, opt.rounding);
-    }
-    detail::with_rounding(opt.rounding, [&](auto rc) {
-      detail::for_each_row(x, opt.threads, [&](const T* row, std::size_t r) {
-        thread_local std::vector<float> obuf;  // strided output: one row buffer per thread
-        if (!out.row_contiguous()) obuf.resize(out.cols);
-        float* o = out.row_contiguous() ? out.row(r) : obuf.data();
-        if constexpr (is_e8m0_fast<F, lsb_first_layout>)
-          detail::e8m0_row<F, decltype(rc)::value, detail::block_out::values, lsb_first_layout>(row, x.cols, opt, nullptr,
-                                                                                                nullptr, o);
-        else
-          detail::ue4m3_row<F, detail::block_out::values, lsb_first_layout>(row, x.cols, opt, t, *tb, nullptr, nullptr, o);
-        if (!out.row_contiguous())
-          for (std::size_t c = 0; c < out.cols; ++c) out(r, c) = obuf[c];
-      });
-    });
-    return;
+    if (simd_enabled()) return detail::fake_quant_avx2<F>(x, out, opt, t);
   }
 #endif
   (void)x, (void)out, (void)opt, (void)t;
@@ -643,58 +722,7 @@ template <class F, class Layout>
 void dequantize_into(const packed_matrix<F, Layout>& q, matrix_view<float> out) {
 #if MXQ_KERNEL_AVX2
   if constexpr (has_fast_quant<F, Layout>) {
-    using E = typename F::element;
-    constexpr int bits = elem_info<E>::bits;
-    constexpr std::size_t B = F::block_size;
-    constexpr int NV = detail::block_vectors<F>;
-    std::unique_ptr<detail::ue4m3_tables> tb;
-    if constexpr (is_ue4m3_fast<F, Layout>) {
-      tb = std::make_unique<detail::ue4m3_tables>();
-      detail::build_ue4m3_tables<typename F::scale>(*tb, q.tensor(), rounding::nearest_even);
-    }
-    std::vector<float> obuf(out.row_contiguous() ? 0 : out.cols);
-    alignas(32) std::uint8_t codes[64 + 8];
-    alignas(32) float vals[64];
-    const std::size_t bpr = q.blocks_per_row();
-    for (std::size_t r = 0; r < q.rows(); ++r) {
-      float* o = out.row_contiguous() ? out.row(r) : obuf.data();
-      const std::uint8_t* src = q.code_bytes().data() + r * q.row_bytes();
-      const auto* sc = q.scale_data().data() + r * bpr;
-      for (std::size_t c0 = 0, b = 0; c0 < q.cols(); c0 += B, ++b) {
-        const std::size_t len = std::min(B, q.cols() - c0);
-        float* dst = len == B ? o + c0 : vals;
-        detail::unpack_block<bits, Layout>(src + c0 * bits / 8, len, B, codes);
-        if constexpr (is_e8m0_fast<F, Layout>) {
-          const int code = sc[b];
-          if (code == 0xFF) {
-            for (std::size_t i = 0; i < len; ++i) dst[i] = std::numeric_limits<float>::quiet_NaN();
-          } else {
-            const __m256 s = _mm256_set1_ps(pow2f_e8m0(code - 127));
-            for (int i = 0; i < NV; ++i) {
-              const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + 8 * i)));
-              _mm256_storeu_ps(dst + 8 * i, _mm256_mul_ps(detail::decode_top<E>(_mm256_slli_epi32(c, 32 - bits)), s));
-            }
-          }
-        } else {
-          const int code = sc[b] & 0x7F;
-          if (!tb->valid[code]) {
-            for (std::size_t i = 0; i < len; ++i) dst[i] = std::numeric_limits<float>::quiet_NaN();
-          } else {
-            const __m256 lut = _mm256_load_ps(tb->val[code]);
-            for (int i = 0; i < NV; ++i) {
-              const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + 8 * i)));
-              const __m256 m = _mm256_permutevar8x32_ps(lut, c);
-              const __m256 sign = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_srli_epi32(c, 3), 31));
-              _mm256_storeu_ps(dst + 8 * i, _mm256_xor_ps(m, sign));
-            }
-          }
-        }
-        if (len < B) std::memcpy(o + c0, vals, len * sizeof(float));
-      }
-      if (!out.row_contiguous())
-        for (std::size_t c = 0; c < out.cols; ++c) out(r, c) = obuf[c];
-    }
-    return;
+    if (simd_enabled()) return detail::dequantize_avx2(q, out);
   }
 #endif
   (void)q, (void)out;

@@ -1,24 +1,51 @@
-// SIMD plumbing shared by the CPU kernels: ISA detection, 16-bit float storage types, loaders.
+// SIMD plumbing shared by the CPU kernels: ISA selection, 16-bit float storage types, loaders.
 //
-// The kernels use raw AVX2/FMA intrinsics where the translation unit is compiled with them
-// (-mavx2 -mfma, or -march=native); the library never forces ISA flags on a consumer. Without
-// them every kernel entry point reports "no fast path" and the scalar oracle runs instead.
+// The x86-64 kernels are AVX2/FMA/F16C intrinsics compiled through `target` attributes
+// (MXQ_AVX2_BEGIN / MXQ_AVX2_END around them), so every translation unit holds the same AVX2
+// code whatever its -m flags, and the entry points pick it at run time from CPUID (active_isa()).
+// One consumer's TUs built with and without -mavx2 therefore agree on every inline function, and a
+// binary built for baseline x86-64 runs the AVX2 kernels where the CPU has them and the scalar
+// oracle where it does not. MXQ_ISA=generic in the environment forces the scalar path (checks,
+// debugging). Other targets (AArch64, MSVC) run the scalar oracle.
 // xsimd 8.1 lacks the operations these kernels live on (byte LUT shuffles, maddubs/madd,
 // widening, horizontal max), so intrinsics are used directly (docs: cpp-anchors §4.6).
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <string>
+#include <string_view>
 #include <type_traits>
 
+#include "../config.hpp"
 #include "../detail/bits.hpp"
 #include "../numeric/half.hpp"
 
-#if defined(__AVX2__) && defined(__FMA__)
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+// AVX2 kernels compiled into this TU (selected at run time, see active_isa()).
 #define MXQ_KERNEL_AVX2 1
+#include <cpuid.h>
 #include <immintrin.h>
+#if defined(__clang__)
+#define MXQ_AVX2_BEGIN \
+  _Pragma("clang attribute push(__attribute__((target(\"avx2,fma,f16c\"))), apply_to = function)")
+#define MXQ_AVX2_END _Pragma("clang attribute pop")
+#else
+#define MXQ_AVX2_BEGIN _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c\")")
+#define MXQ_AVX2_END _Pragma("GCC pop_options")
+#endif
 #else
 #define MXQ_KERNEL_AVX2 0
+#define MXQ_AVX2_BEGIN
+#define MXQ_AVX2_END
+#endif
+
+// SSE2 is part of the x86-64 baseline: the pack/unpack helpers use it without a target region.
+#if MXQ_KERNEL_AVX2 && defined(__SSE2__)
+#define MXQ_KERNEL_SSE2 1
+#else
+#define MXQ_KERNEL_SSE2 0
 #endif
 
 #if defined(__GNUC__)
@@ -32,8 +59,51 @@ namespace mxq {
 
 namespace kernel {
 
-// True when this translation unit was compiled with the ISA the fast paths need.
+// True where SIMD kernels are compiled in (x86-64 with GCC or Clang, whatever the -m flags);
+// whether they run is active_isa()'s answer.
 inline constexpr bool simd_available = MXQ_KERNEL_AVX2 != 0;
+
+// The kernel family the entry points run.
+enum class isa {
+  generic,  // the scalar oracle
+  avx2,     // AVX2 + FMA + F16C (x86-64-v3)
+};
+
+namespace detail {
+
+inline isa detect_isa() {
+  const char* env = std::getenv("MXQ_ISA");
+  const std::string_view want = env ? env : "";
+  if (!want.empty() && want != "generic" && want != "native")
+    throw error("MXQ_ISA: unknown value '" + std::string(want) + "' (expected generic or native)");
+  if (want == "generic") return isa::generic;
+#if MXQ_KERNEL_AVX2
+  // CPUID: leaf 1 ECX has FMA (12), OSXSAVE (27), AVX (28), F16C (29); leaf 7 EBX has AVX2 (5).
+  // XCR0 bits 1-2: the OS saves the SSE and AVX registers.
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return isa::generic;
+  const bool fma = c >> 12 & 1, osxsave = c >> 27 & 1, avx = c >> 28 & 1, f16c = c >> 29 & 1;
+  if (!(fma && osxsave && avx && f16c)) return isa::generic;
+  unsigned xlo = 0, xhi = 0;
+  __asm__("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
+  if ((xlo & 6u) != 6u) return isa::generic;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(b >> 5 & 1)) return isa::generic;
+  return isa::avx2;
+#else
+  return isa::generic;
+#endif
+}
+
+}  // namespace detail
+
+// The ISA the kernels use in this process: the best one compiled in that the CPU (and OS) support,
+// unless MXQ_ISA=generic. Decided once; throws mxq::error on a bad MXQ_ISA value.
+inline isa active_isa() {
+  static const isa chosen = detail::detect_isa();
+  return chosen;
+}
+inline bool simd_enabled() { return active_isa() != isa::generic; }
+inline constexpr const char* isa_name(isa i) noexcept { return i == isa::avx2 ? "avx2" : "generic"; }
 
 template <class T>
 MXQ_ALWAYS_INLINE float to_f32(T v) noexcept {
@@ -42,6 +112,7 @@ MXQ_ALWAYS_INLINE float to_f32(T v) noexcept {
 }
 
 #if MXQ_KERNEL_AVX2
+MXQ_AVX2_BEGIN
 namespace simd {
 
 // Eight consecutive values as floats (exact conversion for f16 / bf16).
@@ -51,13 +122,7 @@ MXQ_ALWAYS_INLINE __m256 load8(const bf16* p) noexcept {
   return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
 }
 MXQ_ALWAYS_INLINE __m256 load8(const f16* p) noexcept {
-#if defined(__F16C__)
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-#else
-  alignas(32) float t[8];
-  for (int i = 0; i < 8; ++i) t[i] = p[i].to_float();
-  return _mm256_load_ps(t);
-#endif
 }
 
 MXQ_ALWAYS_INLINE int hmax_epi32(__m256i v) noexcept {
@@ -82,6 +147,7 @@ MXQ_ALWAYS_INLINE int hsum_epi32(__m256i v) noexcept {
 }
 
 }  // namespace simd
+MXQ_AVX2_END
 #endif
 
 // 2^e as a float for e in [-127, 127] (2^-127 is an FP32 subnormal): the E8M0 scale values.
