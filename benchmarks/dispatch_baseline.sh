@@ -7,7 +7,7 @@
 set -euo pipefail
 build=${1:-build}
 rounds=${2:-3}
-filter='BM_quantize/(mxfp4|mxint4|nvfp4)/4096x4096(/threads:2)?$|BM_gemv/(mxfp4|mxint4|nvfp4)/4096x4096/threads:[12]$|BM_gemv_f32act/mxfp4/4096x4096/threads:1$|BM_gemm/mxfp4/4096x4096x64/threads:1$'
+filter='^(BM_quantize/(mxfp4|mxint4|nvfp4)/4096x4096(/threads:2)?|BM_gemv/(mxfp4|mxint4|nvfp4)/4096x4096/threads:[12]|BM_gemv_f32act/mxfp4/4096x4096/threads:1|BM_gemm/mxfp4/4096x4096x64/threads:1)/real_time$'
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 for i in $(seq "$rounds"); do
