@@ -4,6 +4,7 @@
 # RSS per run (/usr/bin/time). Needs ~20 GB of free disk in WORK and a build with the benchmarks:
 #   cmake -S . -B build -DMXQ_BUILD_BENCHMARKS=ON && cmake --build build -j2 --target mxq_cli mxq_synth_checkpoint
 #   bash benchmarks/stream_checkpoint.sh [WORK (/tmp/mxq-stream)] [extra quantize-model args]
+# PAIRS=k rounds (3); COMPARE_MAP=1 adds, per round, the run with direct I/O off (MXQ_DIRECT_IO=0).
 set -euo pipefail
 BUILD=${BUILD:-build}
 WORK=${1:-/tmp/mxq-stream}
@@ -36,6 +37,19 @@ for r in $(seq 1 "$PAIRS"); do
   out_mb=$(( $(du -sm "$WORK/q-rtn" | cut -f1) ))
   awk -v r="$r" -v a="$t_read" -v w="$t_write" -v t="$t_rtn" -v u="$u" -v s="$s" -v m="$m" \
     'BEGIN { printf "%5d  %8.2fs  %11.2fs  %7.2fs  %4.1f  %4.1f  %5.2f GiB  %7.2f  %7.2f\n", r, a, w, t, u, s, m / 1048576, t / a, t / (a + w) }'
+  if [ "${COMPARE_MAP:-0}" = 1 ]; then
+    # The same run reading the layers through the memory map instead of direct I/O (MXQ_DIRECT_IO=0).
+    drop_caches
+    rm -rf "$WORK/q-map"
+    MXQ_DIRECT_IO=0 /usr/bin/time -o "$WORK/map.time" -f "%e %U %S %M" \
+      "$BUILD/mxq" quantize-model --model "$WORK/llama7b" --format mxfp4 --method rtn --out "$WORK/q-map" --threads 2 "$@" \
+      > "$WORK/map.out" 2> "$WORK/map.log"
+    read -r t_map u s m < "$WORK/map.time"
+    cmp -s "$WORK/q-rtn/model.safetensors" "$WORK/q-map/model.safetensors" || { echo "direct and map runs differ" >&2; exit 1; }
+    awk -v a="$t_read" -v t="$t_map" -v u="$u" -v s="$s" -v m="$m" \
+      'BEGIN { printf "  map  %8s   %11s   %7.2fs  %4.1f  %4.1f  %5.2f GiB  %7.2f   (MXQ_DIRECT_IO=0, same output)\n", "", "", t, u, s, m / 1048576, t / a }'
+    rm -rf "$WORK/q-map"
+  fi
 done
 tail -3 "$WORK/rtn.out"
 sha256sum "$WORK"/q-rtn/*.safetensors

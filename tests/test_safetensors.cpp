@@ -6,6 +6,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <span>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -234,6 +236,70 @@ TEST_CASE("checkpoint finds tensors across shards", "[safetensors][checkpoint]")
   require_io_error([&] { mxq::checkpoint c(tmp.path); }, "cannot open", tmp / "missing.safetensors");
   fs::remove(tmp / "model.safetensors.index.json");
   require_io_error([&] { mxq::checkpoint c(tmp.path); }, "no model.safetensors", tmp.path);
+}
+
+TEST_CASE("checkpoint stage reads tensors by direct I/O, the same bytes as the map", "[safetensors][checkpoint][direct]") {
+  temp_dir tmp("st-direct");
+  // Sizes and offsets chosen not to fall on 4096-byte boundaries: a 3-float tensor first, odd
+  // tensor sizes, the last tensor ending the file off a boundary.
+  std::vector<std::pair<std::string, std::vector<float>>> t;
+  std::uint32_t seed = 12345;
+  auto next = [&] { return static_cast<float>((seed = seed * 1664525u + 1013904223u) >> 8) / 65536.0f - 128.0f; };
+  for (const auto& [name, n] : std::vector<std::pair<std::string, std::size_t>>{
+           {"a.small", 3}, {"b.big", 300'001}, {"c.big", 17'000}, {"d.small", 5}, {"e.big", 1'000'003}}) {
+    std::vector<float> v(n);
+    for (auto& x : v) x = next();
+    t.emplace_back(name, std::move(v));
+  }
+  {
+    mxq::safetensors_writer w;
+    for (const auto& [name, v] : t) w.add_f32(name, {v.size()}, v);
+    w.write(tmp / "model.safetensors");
+  }
+  const mxq::checkpoint ck(tmp.path);
+  auto map_bytes = [&](const std::string& name) { return ck.file_of(name).bytes(name); };
+  auto same = [](std::span<const std::byte> a, std::span<const std::byte> b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size()) == 0;
+  };
+
+  // Small tensors are left to the map; a file on disk that allows O_DIRECT stages the rest.
+  CHECK_FALSE(ck.stage("a.small"));
+  CHECK_FALSE(ck.stage("c.big", 1 << 20));  // under the caller's threshold
+  const bool direct = ck.stage("b.big");
+  if (!direct) WARN("O_DIRECT is not available under " << tmp.path << ": only the fallback is checked");
+  CHECK(ck.stage("e.big") == direct);
+  CHECK(ck.stage("c.big") == direct);
+  CHECK_FALSE(ck.stage("b.big"));  // staged already
+  for (const auto& [name, v] : t) {
+    const auto b = ck.bytes(name);
+    CHECK(same(b, std::as_bytes(std::span<const float>(v))));
+    CHECK(same(b, map_bytes(name)));
+    const bool staged = name.find("big") != std::string::npos && direct;
+    CHECK((b.data() != map_bytes(name).data()) == staged);  // a buffer of its own, not the map
+    CHECK(ck.read_f32(name) == v);  // conversions read the staged copy too
+  }
+  // Released: the map again. Staged again: a reused buffer, the same bytes.
+  ck.release("b.big");
+  CHECK(ck.bytes("b.big").data() == map_bytes("b.big").data());
+  for (int round = 0; round < 3; ++round) {
+    for (const char* name : {"b.big", "c.big", "e.big"}) {
+      ck.release(name);
+      CHECK(ck.stage(name) == direct);
+    }
+    for (const char* name : {"e.big", "b.big", "c.big"}) CHECK(same(ck.bytes(name), map_bytes(name)));
+  }
+  ck.release("e.big");  // released while (possibly) still being read
+  CHECK(ck.stage("e.big") == direct);
+  // A checkpoint in memory has no file to read directly.
+  std::ifstream in(tmp / "model.safetensors", std::ios::binary);
+  std::vector<char> raw((std::istreambuf_iterator<char>(in)), {});
+  std::vector<std::byte> bytes(raw.size());
+  std::memcpy(bytes.data(), raw.data(), raw.size());
+  const mxq::checkpoint mem(mxq::safetensors_file(mxq::mapped_file(std::move(bytes), tmp / "model.safetensors")),
+                            tmp / "model.safetensors");
+  CHECK_FALSE(mem.stage("b.big"));
+  CHECK(same(mem.bytes("e.big"), map_bytes("e.big")));
+  // Destroyed with ranges still staged or being read: the readers stop first (ASan checks).
 }
 
 TEST_CASE("safetensors reads the real code-llama checkpoint", "[safetensors][fixture]") {

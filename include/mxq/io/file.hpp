@@ -106,8 +106,10 @@ class mapped_file {
     ::madvise(p, offset + n - b, MADV_WILLNEED);
   }
 
- private:
+  // Whether the bytes are held in memory rather than mapped from the file.
   bool in_memory() const noexcept { return memory_; }
+
+ private:
   void unmap() noexcept {
     if (data_ && !in_memory()) ::munmap(const_cast<std::byte*>(data_), size_);
     owned_.clear();

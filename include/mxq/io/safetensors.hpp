@@ -11,6 +11,7 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <memory>
 #include <optional>
 #include <ostream>
 #include <set>
@@ -22,6 +23,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "direct_read.hpp"
 #include "error.hpp"
 #include "file.hpp"
 #include "float_bits.hpp"
@@ -341,6 +343,10 @@ class safetensors_file {
     const auto& t = info(name);
     map_.prefetch(data_offset_ + t.begin, t.nbytes());
   }
+  // Where the tensor's bytes start in the file.
+  std::size_t file_offset(std::string_view name) const { return data_offset_ + info(name).begin; }
+  // Whether the bytes come from a file on disk (not from memory).
+  bool on_disk() const noexcept { return !map_.in_memory(); }
 
  private:
   mapped_file map_;
@@ -357,6 +363,7 @@ class checkpoint {
  public:
   explicit checkpoint(std::filesystem::path path) : path_(std::move(path)) {
     namespace fs = std::filesystem;
+    direct_ = std::make_unique<detail::io::direct_reads>();
     if (fs::is_regular_file(path_)) {
       add_shard(path_, /*all=*/true);
       return;
@@ -375,6 +382,7 @@ class checkpoint {
 
   // One safetensors file already opened (e.g. from memory); `path` names it in errors.
   checkpoint(safetensors_file file, std::filesystem::path path) : path_(std::move(path)) {
+    direct_ = std::make_unique<detail::io::direct_reads>();
     shards_.push_back(std::move(file));
     for (const auto& t : shards_[0].tensors()) where_.emplace(t.name, 0);
   }
@@ -392,12 +400,49 @@ class checkpoint {
     return shards_[it->second];
   }
   const st_tensor_info& info(std::string_view name) const { return file_of(name).info(name); }
-  std::span<const std::byte> bytes(std::string_view name) const { return file_of(name).bytes(name); }
-  std::vector<float> read_f32(std::string_view name) const { return file_of(name).read_f32(name); }
-  void read_f32_into(std::string_view name, std::span<float> out) const { file_of(name).read_f32_into(name, out); }
-  tensor_f32 read(std::string_view name) const { return file_of(name).read(name); }
-  void release(std::string_view name) const { file_of(name).release(name); }
+  // The tensor's bytes: a view into the map, or into the buffer stage() read them into.
+  std::span<const std::byte> bytes(std::string_view name) const {
+    const auto [k, f] = shard_of(name);
+    if (const std::size_t key = direct_key(k, f.file_offset(name)); direct_ && key != no_key)
+      if (auto s = direct_->find(key)) return *s;
+    return f.bytes(name);
+  }
+  std::vector<float> read_f32(std::string_view name) const {
+    std::vector<float> out(info(name).numel());
+    read_f32_into(name, out);
+    return out;
+  }
+  // (through bytes(), so a staged tensor converts from its buffer)
+  void read_f32_into(std::string_view name, std::span<float> out) const {
+    const auto& t = info(name);
+    if (out.size() != t.numel())
+      detail::io::fail(file_of(name).path(), "tensor '" + t.name + "': output has " + std::to_string(out.size()) +
+                                                 " floats, tensor has " + std::to_string(t.numel()));
+    if (!detail::st::convert_to_f32(t.dtype, bytes(name).data(), t.numel(), out.data()))
+      detail::io::fail(file_of(name).path(), "tensor '" + t.name + "': dtype " + std::string(st_dtype_name(t.dtype)) +
+                                                 " cannot be read as float32");
+  }
+  tensor_f32 read(std::string_view name) const { return {info(name).shape, read_f32(name)}; }
+  // Done with the tensor for now: its resident map pages are dropped and a staged copy is
+  // forgotten (views from bytes() taken before are invalid then; bytes() reads the map again).
+  void release(std::string_view name) const {
+    const auto [k, f] = shard_of(name);
+    if (const std::size_t key = direct_key(k, f.file_offset(name)); direct_ && key != no_key) direct_->drop(key);
+    f.release(name);
+  }
   void prefetch(std::string_view name) const { file_of(name).prefetch(name); }
+  // Starts reading the tensor into a buffer of its own with direct I/O (detail/io/direct_read.hpp),
+  // without waiting; bytes() waits for it and release() gives the buffer back for the next one.
+  // For one pass over a checkpoint larger than memory. False (nothing done) when the file cannot
+  // be read so, the tensor is smaller than min_bytes (the map serves those as well) or is staged
+  // already.
+  bool stage(std::string_view name, std::size_t min_bytes = std::size_t{64} << 10) const {
+    const auto [k, f] = shard_of(name);
+    const std::size_t n = f.info(name).nbytes();
+    if (!direct_ || !f.on_disk() || n < std::max<std::size_t>(min_bytes, 1)) return false;
+    const std::size_t off = f.file_offset(name), key = direct_key(k, off);
+    return key != no_key && direct_->stage(f.path(), key, off, n);
+  }
   const std::vector<safetensors_file>& shards() const { return shards_; }
 
  private:
@@ -420,9 +465,22 @@ class checkpoint {
     }
   }
 
+  std::pair<std::size_t, const safetensors_file&> shard_of(std::string_view name) const {
+    auto it = where_.find(name);
+    if (it == where_.end()) detail::io::fail(path_, "checkpoint has no tensor named '" + std::string(name) + "'");
+    return {it->second, shards_[it->second]};
+  }
+  // A staged range's key: its shard and file offset; no_key (never staged) past what fits.
+  static constexpr std::size_t no_key = ~std::size_t{0};
+  static std::size_t direct_key(std::size_t shard, std::size_t offset) noexcept {
+    constexpr unsigned bits = 44;
+    return offset >> bits == 0 && shard < (std::size_t{1} << (63 - bits)) ? shard << bits | offset : no_key;
+  }
+
   std::filesystem::path path_;
   std::vector<safetensors_file> shards_;
   std::map<std::string, std::size_t, std::less<>> where_;
+  std::unique_ptr<detail::io::direct_reads> direct_;  // last: its readers stop before the maps go
 };
 
 namespace detail::st {

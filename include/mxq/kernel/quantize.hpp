@@ -68,12 +68,15 @@ MXQ_AVX2_END
 template <class T>
 float finite_amax(matrix_view<const T> x) noexcept {
   float amax = 0.0f;
+#if MXQ_KERNEL_AVX2
+  const bool simd = simd_enabled();  // once, not per row
+#endif
   for (std::size_t r = 0; r < x.rows; ++r) {
     std::size_t c = 0;
     if (x.row_contiguous()) {
       const T* p = x.row(r);
 #if MXQ_KERNEL_AVX2
-      if (simd_enabled()) amax = std::max(amax, finite_amax8_avx2(p, x.cols, c));
+      if (simd) amax = std::max(amax, finite_amax8_avx2(p, x.cols, c));
 #endif
       for (const T* e = p + x.cols, *q = p + c; q != e; ++q) {
         const float a = std::fabs(to_f32(*q));

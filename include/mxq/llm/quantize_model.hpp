@@ -605,6 +605,7 @@ double quantize_model_streaming(const model_reader& src, std::span<const token_i
   detail::pipeline::background sinking;
   // Two layers ahead: the reads keep going while a slow write-back holds the sink up (measured
   // no faster at 4, ~0.4 GB more resident per layer).
+  if (direct && first < n) src.prefetch_layer(first);
   detail::pipeline::read_ahead ahead(direct ? first : n, n, 2, [&src](std::size_t i) { src.prefetch_layer(i); });
   for (std::size_t li = first; li < n; ++li) {
     if (!direct) {

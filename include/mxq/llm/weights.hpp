@@ -236,12 +236,14 @@ class model_reader {
     check_layer(i);
     return mxq::detail::model::load_layer(ck_, config_, i, false);
   }
-  // Starts reading layer i's tensors into the page cache (while the layer before is computed).
+  // Starts reading layer i's tensors (while the layer before is computed): the large ones into
+  // buffers of their own by direct I/O without waiting (checkpoint::stage; held until the tensor
+  // is released, as load_layer and quantize_stored do), the rest into the page cache.
   void prefetch_layer(std::size_t i) const {
     check_layer(i);
     const std::string p = "model.layers." + std::to_string(i) + ".";
     for (const auto& name : ck_.names())
-      if (name.compare(0, p.size(), p) == 0) ck_.prefetch(name);
+      if (name.compare(0, p.size(), p) == 0 && !ck_.stage(name)) ck_.prefetch(name);
   }
 
   Eigen::VectorXf final_norm() const {
