@@ -4,6 +4,9 @@
 // FP32 and bf16 activations, strided operands, NaN blocks.
 #include <catch2/catch.hpp>
 
+#include <atomic>
+#include <stdexcept>
+
 #include <cmath>
 #include <random>
 #include <string>
@@ -168,6 +171,32 @@ TEST_CASE("gemm: shape errors are reported", "[kernel][gemm]") {
   std::vector<float> wv(4 * 64, 1.0f), x(63), y(4);
   const auto w = mxq::quantize<mxq::mxfp4>(matrix_view<const float>(wv.data(), 4, 64));
   CHECK_THROWS_AS(mxq::gemv(w, std::span<const float>(x), std::span<float>(y)), mxq::error);
+}
+
+TEST_CASE("parallel_chunks hands out every chunk exactly once, on any thread count", "[kernel][threads]") {
+  for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{63}, std::size_t{64}, std::size_t{1000}})
+    for (std::size_t chunk : {std::size_t{0}, std::size_t{1}, std::size_t{64}, std::size_t{5000}})
+      for (int threads : {1, 2, 3, 8}) {
+        std::vector<std::atomic<int>> seen(n);
+        std::atomic<int> calls{0}, bad{0};
+        mxq::kernel::parallel_chunks(n, threads, chunk, [&](std::size_t b, std::size_t e) {
+          ++calls;
+          const std::size_t c = std::max<std::size_t>(chunk, 1);
+          if (b % c != 0 || e <= b || e > n || (e - b != c && e != n && threads > 1)) ++bad;  // whole chunks, the last one shorter
+          for (std::size_t i = b; i < e && i < n; ++i) ++seen[i];
+        });
+        INFO("n " << n << " chunk " << chunk << " threads " << threads);
+        CHECK(bad == 0);
+        // One thread (or one chunk) takes the whole range in one call, else one call per chunk.
+        const std::size_t chunks = (n + std::max<std::size_t>(chunk, 1) - 1) / std::max<std::size_t>(chunk, 1);
+        CHECK(calls == static_cast<int>(threads == 1 || chunks <= 1 ? (n ? 1 : 0) : chunks));
+        for (std::size_t i = 0; i < n; ++i) CHECK(seen[i] == 1);
+      }
+  // An exception from a chunk reaches the caller.
+  CHECK_THROWS_AS(mxq::kernel::parallel_chunks(100, 2, 10, [](std::size_t b, std::size_t) {
+                    if (b == 50) throw std::runtime_error("chunk 5");
+                  }),
+                  std::runtime_error);
 }
 
 TEST_CASE("gemm: results do not depend on the thread count and concurrent callers are safe", "[kernel][gemm]") {

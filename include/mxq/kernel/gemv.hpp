@@ -603,6 +603,11 @@ MXQ_ALWAYS_INLINE void dot_tile_f32(const float* panel, std::size_t kp, const fl
 }
 
 
+// Rows per chunk of a batch-1 product, handed out dynamically (parallel_chunks): 64 rows of 4096
+// 4-bit codes are ~140 KB, so a 4096-row matrix makes 64 chunks — fine enough to even out a
+// thread that shares its core, coarse enough that the hand-out costs nothing.
+inline constexpr std::size_t gemv_chunk_rows = 64;
+
 // gemm_into's AVX2 body.
 template <class F, class Layout, class T>
 void gemm_avx2(const packed_matrix<F, Layout>& w, matrix_view<const T> x, matrix_view<float> y, const gemm_options& opt) {
@@ -628,7 +633,7 @@ void gemm_avx2(const packed_matrix<F, Layout>& w, matrix_view<const T> x, matrix
           one.d.resize(a.nb + 8);
           one.corr.assign(a.corr.begin() + static_cast<std::ptrdiff_t>(t * a.kp / 8), a.corr.begin() + static_cast<std::ptrdiff_t>((t + 1) * a.kp / 8));
           const detail::q8_rows& use = batch == 1 ? a : one;
-          parallel_ranges(rows, opt.threads, 16, [&](std::size_t r0, std::size_t r1) {
+          parallel_chunks(rows, opt.threads, gemv_chunk_rows, [&](std::size_t r0, std::size_t r1) {
             for (std::size_t r = r0; r < r1; ++r)
               y(t, r) = detail::gemv_row_w4a8<F, Layout>(codes + r * w.row_bytes(), w.row_bytes(), scales + r * nb_row, nb_row, use, lut, w.tensor().scale);
           });
@@ -673,7 +678,7 @@ void gemm_avx2(const packed_matrix<F, Layout>& w, matrix_view<const T> x, matrix
       std::vector<float> xp(kp);
       for (std::size_t c = 0; c < kp / 64; ++c)
         for (int p = 0; p < 64; ++p) xp[c * 64 + static_cast<std::size_t>(p)] = xf[c * 64 + static_cast<std::size_t>(detail::chunk_code<Layout>(p, static_cast<int>(B)))];
-      parallel_ranges(rows, opt.threads, 16, [&](std::size_t r0, std::size_t r1) {
+      parallel_chunks(rows, opt.threads, gemv_chunk_rows, [&](std::size_t r0, std::size_t r1) {
         std::vector<float> sc(kp / B, 0.0f);
         for (std::size_t r = r0; r < r1; ++r) {
           for (std::size_t b = 0; b < nb_row; ++b) sc[b] = lut[scales[r * nb_row + b]] * L::factor;
@@ -681,7 +686,7 @@ void gemm_avx2(const packed_matrix<F, Layout>& w, matrix_view<const T> x, matrix
         }
       });
     } else {
-      parallel_ranges(rows, opt.threads, 16, [&](std::size_t r0, std::size_t r1) {
+      parallel_chunks(rows, opt.threads, gemv_chunk_rows, [&](std::size_t r0, std::size_t r1) {
         for (std::size_t r = r0; r < r1; ++r)
           y(0, r) = detail::gemv_row_generic<F, Layout>(codes + r * w.row_bytes(), scales + r * nb_row, cols, lut, xf.data(), codes_end);
       });

@@ -6,6 +6,7 @@
 // worker, gets fresh std::threads (or runs inline when nested), never a deadlock.
 #pragma once
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <exception>
@@ -37,7 +38,12 @@ class thread_pool {
   }
 
   // Runs task(i) for i in [1, n) on workers and task(0) here; false if the pool is busy.
-  bool try_run(std::size_t n, const std::function<void(std::size_t)>& task) {
+  // Runs task(0) here and task(1..n-1) on the workers. With optional_helpers (task(0) alone does
+  // whatever the helpers leave, as parallel_chunks's tasks do), workers that have not started by
+  // the time task(0) returns are not waited for: a worker whose core is busy with another process
+  // may not be scheduled for a whole time slice, and waiting for it to find no work left would
+  // cost that slice.
+  bool try_run(std::size_t n, const std::function<void(std::size_t)>& task, bool optional_helpers = false) {
     std::unique_lock<std::mutex> region(region_, std::try_to_lock);
     if (!region.owns_lock()) return false;
     {
@@ -49,6 +55,8 @@ class thread_pool {
       task_ = &task;
       active_ = n;
       pending_ = n - 1;
+      started_ = 0;
+      closed_ = false;
       ++generation_;
     }
     wake_.notify_all();
@@ -59,6 +67,10 @@ class thread_pool {
       err = std::current_exception();
     }
     std::unique_lock<std::mutex> l(m_);
+    if (optional_helpers) {
+      closed_ = true;  // workers not started yet skip this region
+      pending_ -= (n - 1) - started_;
+    }
     done_.wait(l, [this] { return pending_ == 0; });
     task_ = nullptr;
     if (!err) err = error_;
@@ -79,7 +91,8 @@ class thread_pool {
       wake_.wait(l, [&] { return stop_ || generation_ != seen; });
       if (stop_) return;
       seen = generation_;
-      if (id >= active_) continue;
+      if (id >= active_ || closed_) continue;
+      ++started_;
       const auto* task = task_;
       l.unlock();
       std::exception_ptr err;
@@ -98,10 +111,35 @@ class thread_pool {
   std::condition_variable wake_, done_;
   std::vector<std::thread> workers_;
   const std::function<void(std::size_t)>* task_ = nullptr;
-  std::size_t active_ = 0, pending_ = 0, generation_ = 0;
+  std::size_t active_ = 0, pending_ = 0, generation_ = 0, started_ = 0;
   std::exception_ptr error_;
-  bool stop_ = false;
+  bool stop_ = false, closed_ = false;
 };
+
+// task(0) on this thread, task(1..t-1) on the pool (see thread_pool::try_run), or on plain
+// threads while another caller holds the pool; the first exception is rethrown.
+inline void run_tasks(std::size_t t, const std::function<void(std::size_t)>& task, bool optional_helpers) {
+  if (thread_pool::instance().try_run(t, task, optional_helpers)) return;
+  // The pool is busy (another caller's region): plain threads.
+  std::vector<std::thread> extra;
+  std::vector<std::exception_ptr> errors(t);
+  for (std::size_t i = 1; i < t; ++i)
+    extra.emplace_back([&, i] {
+      try {
+        task(i);
+      } catch (...) {
+        errors[i] = std::current_exception();
+      }
+    });
+  try {
+    task(0);
+  } catch (...) {
+    errors[0] = std::current_exception();
+  }
+  for (auto& th : extra) th.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+}
 
 }  // namespace detail
 
@@ -122,26 +160,32 @@ void parallel_ranges(std::size_t n, int threads, std::size_t grain, Fn&& fn) {
     const std::size_t b = std::min(n, (units * i / t) * grain), e = std::min(n, (units * (i + 1) / t) * grain);
     if (b < e) fn(b, e);
   };
-  if (detail::thread_pool::instance().try_run(t, task)) return;
-  // The pool is busy (another caller's region): plain threads.
-  std::vector<std::thread> extra;
-  std::vector<std::exception_ptr> errors(t);
-  for (std::size_t i = 1; i < t; ++i)
-    extra.emplace_back([&, i] {
-      try {
-        task(i);
-      } catch (...) {
-        errors[i] = std::current_exception();
-      }
-    });
-  try {
-    task(0);
-  } catch (...) {
-    errors[0] = std::current_exception();
+  detail::run_tasks(t, task, false);
+}
+
+// Calls fn(begin, end) on the consecutive chunks of [0, n) (`chunk` elements each, the last one
+// shorter), handed out to `threads` threads one at a time as each finishes its previous chunk:
+// a thread slowed by other work on its core takes fewer chunks instead of holding the call up (a
+// static split waits for the slowest half), and the calling thread does not wait for a helper
+// that has not started when the chunks run out. Only for work whose result does not depend on
+// which thread runs a chunk, e.g. output rows computed independently: results stay bit-identical.
+// On one thread (or nested inside a worker) fn gets the whole of [0, n) in one call.
+template <class Fn>
+void parallel_chunks(std::size_t n, int threads, std::size_t chunk, Fn&& fn) {
+  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  chunk = std::max<std::size_t>(chunk, 1);
+  const std::size_t chunks = (n + chunk - 1) / chunk;
+  const std::size_t t = std::min<std::size_t>(static_cast<std::size_t>(threads), std::max<std::size_t>(chunks, 1));
+  if (t <= 1 || detail::in_pool_worker) {
+    if (n) fn(std::size_t{0}, n);
+    return;
   }
-  for (auto& th : extra) th.join();
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
+  std::atomic<std::size_t> next{0};
+  const std::function<void(std::size_t)> task = [&](std::size_t) {
+    for (std::size_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < chunks;)
+      fn(c * chunk, std::min(n, (c + 1) * chunk));
+  };
+  detail::run_tasks(t, task, true);
 }
 
 }  // namespace mxq::kernel
