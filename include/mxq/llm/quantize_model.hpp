@@ -611,6 +611,7 @@ double quantize_model_streaming(const model_reader& src, std::span<const token_i
     if (!direct) {
       run.log(li, "load");
       decoder_layer_weights L = src.layer(li);
+      src.release_layer(li);  // in fp32 now: its stored bytes are not needed again
       quantized_model<F> q;
       run.quantize_layer(src.config(), L, li, hidden, q);
       sink(li, L, q);
@@ -637,6 +638,7 @@ double quantize_model_streaming(const model_reader& src, std::span<const token_i
         q.linears.emplace_back(prefix, quantize_stored<F>(src.source(), prefix, rows, cols, run.finish_rc.weight_opt,
                                                           static_cast<int>(run.threads), &shared));
     }
+    src.release_layer(li);
     sinking.wait();
     sinking.start([&sink, &so, li, L = std::move(L), q = std::move(q)]() mutable {
       sink(li, L, q);

@@ -245,6 +245,14 @@ class model_reader {
     for (const auto& name : ck_.names())
       if (name.compare(0, p.size(), p) == 0 && !ck_.stage(name)) ck_.prefetch(name);
   }
+  // Done with layer i: every tensor of it released (staged buffers given back, mapped pages
+  // dropped), whichever reader did or did not release them itself (a packed source's codes).
+  void release_layer(std::size_t i) const {
+    check_layer(i);
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    for (const auto& name : ck_.names())
+      if (name.compare(0, p.size(), p) == 0) ck_.release(name);
+  }
 
   Eigen::VectorXf final_norm() const {
     return mxq::detail::model::load_vector(ck_, "model.norm.weight", config_.hidden_size);
