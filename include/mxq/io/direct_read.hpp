@@ -34,7 +34,7 @@ namespace mxq::detail::io {
 // Frees a page-aligned buffer of `size` bytes.
 struct aligned_freer {
   std::size_t size = 0;
-  void operator()(std::byte* p) const noexcept { ::operator delete[](p, size, std::align_val_t{4096}); }
+  void operator()(std::byte* p) const noexcept { ::operator delete[](p, std::align_val_t{4096}); }
 };
 
 class direct_reads {
