@@ -164,7 +164,9 @@ tensor_params shared_stored_tensor_params(const checkpoint& ck,
   } else {
     namespace ds = mxq::detail::stored;
     float amax = 0.0f;
-    for (const auto& [prefix, rows, cols] : linears) {
+    for (const auto& [prefix, rows_, cols_] : linears) {
+      // Plain copies: a lambda may not capture structured bindings before C++20's P1091 (clang 14).
+      const std::size_t rows = rows_, cols = cols_;
       const std::string name = prefix + ".weight";
       bool done = false;
       if (ck.contains(name)) {
