@@ -3,6 +3,7 @@
 // compared bit for bit. Included by isa_base.cpp and isa_avx2.cpp, which differ only in -m flags.
 #pragma once
 #include <mxq/gemm.hpp>
+#include <mxq/interleaved.hpp>
 #include <mxq/quantize.hpp>
 
 #include <cstddef>
@@ -43,6 +44,17 @@ void run_format(const std::vector<float>& w, std::size_t rows, std::size_t cols,
       mxq::gemv(q, std::span<const float>(x.data(), cols), std::span<float>(y), {.threads = threads, .activations = act});
       mxq::gemm(q, mxq::matrix_view<const float>(x.data(), batch, cols), mxq::matrix_view<float>(ys.data(), batch, rows),
                 {.threads = threads, .activations = act});
+      put(out, y.data(), y.size() * sizeof(float));
+      put(out, ys.data(), ys.size() * sizeof(float));
+    }
+  }
+  if constexpr (mxq::kernel::is_w4<F, mxq::lsb_first_layout>) {  // the 8-row interleaved layout
+    const mxq::interleaved_matrix<F> wi(q);
+    for (int threads : {1, 2}) {
+      std::vector<float> y(rows), ys(batch * rows);
+      mxq::gemv(wi, std::span<const float>(x.data(), cols), std::span<float>(y), {.threads = threads});
+      mxq::gemm(wi, mxq::matrix_view<const float>(x.data(), batch, cols), mxq::matrix_view<float>(ys.data(), batch, rows),
+                {.threads = threads});
       put(out, y.data(), y.size() * sizeof(float));
       put(out, ys.data(), ys.size() * sizeof(float));
     }

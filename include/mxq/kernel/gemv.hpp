@@ -144,6 +144,57 @@ struct q8_rows {
   const std::int8_t* qrow(std::size_t t) const { return q.data() + t * kp; }
 };
 
+// quantize_q8's scalar oracle: the same operations in the same order (amax, d = amax/127 * factor,
+// q = round-half-even(x * (127/amax)) clamped to +-127, where AVX2's conversion of NaN or an
+// out-of-range value gives INT_MIN and so -127), bit for bit the AVX2 result (tested).
+template <class F, class Layout, class T>
+q8_rows quantize_q8_scalar(matrix_view<const T> x) {
+  using L = w4_lut<typename F::element>;
+  constexpr std::size_t B = F::block_size;
+  q8_rows a;
+  a.rows = x.rows;
+  a.kp = (x.cols + 63) / 64 * 64;
+  a.nb = a.kp / B;
+  a.q.resize(a.rows * a.kp);
+  a.d.resize(a.rows * a.nb + 8);
+  a.offs.resize(a.rows * a.nb);
+  a.corr.resize(a.rows * (a.kp / 64) * 8);
+  std::vector<float> xf(a.kp);
+  std::vector<std::int8_t> qn(a.kp);
+  for (std::size_t t = 0; t < x.rows; ++t) {
+    for (std::size_t i = 0; i < a.kp; ++i) xf[i] = i < x.cols ? to_f32(x(t, i)) : 0.0f;
+    for (std::size_t b = 0; b < a.nb; ++b) {
+      const float* xb = xf.data() + b * B;
+      float amax = 0.0f;
+      for (std::size_t i = 0; i < B; ++i) amax = std::max(amax, std::fabs(xb[i]));
+      for (std::size_t i = 0; i < B; ++i)
+        if (xb[i] != xb[i]) amax = xb[i];
+      a.d[t * a.nb + b] = amax / 127.0f * L::factor;
+      const float inv = amax > 0.0f && std::isfinite(amax) ? 127.0f / amax : 0.0f;
+      std::int32_t sum = 0;
+      for (std::size_t i = 0; i < B; ++i) {
+        const float r = std::nearbyint(xb[i] * inv);
+        std::int32_t v = r >= -0x1p31f && r < 0x1p31f ? static_cast<std::int32_t>(r) : std::numeric_limits<std::int32_t>::min();
+        v = std::max(std::min(v, 127), -127);
+        sum += v;
+        qn[b * B + i] = static_cast<std::int8_t>(v);
+      }
+      a.offs[t * a.nb + b] = L::off * sum;
+    }
+    std::int8_t* q = a.q.data() + t * a.kp;
+    std::int32_t* corr = a.corr.data() + t * (a.kp / 64) * 8;
+    for (std::size_t c = 0; c < a.kp / 64; ++c) {
+      for (int p = 0; p < 64; ++p) q[c * 64 + static_cast<std::size_t>(p)] = qn[c * 64 + static_cast<std::size_t>(chunk_code<Layout>(p, static_cast<int>(B)))];
+      for (std::size_t l = 0; l < 8; ++l) {
+        std::int32_t s4 = 0;
+        for (std::size_t i = 0; i < 4; ++i) s4 += q[c * 64 + 4 * l + i] + q[c * 64 + 32 + 4 * l + i];
+        corr[c * 8 + l] = L::off * s4;
+      }
+    }
+  }
+  return a;
+}
+
 #if MXQ_KERNEL_AVX2
 MXQ_AVX2_BEGIN
 
