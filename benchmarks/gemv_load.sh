@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Batch-1 MXFP4 GEMV on 2 threads, quiet and with a busy neighbour (a shell busy loop pinned to
-# CPU 1), mxq next to llama.cpp's repacked MXFP4 path (../shared/bench), same shapes, same run,
+# CPU 1), mxq (packed matrix and its 8-row interleaved copy) next to llama.cpp's repacked MXFP4
+# path (../shared/bench), same shapes, same run,
 # alternating ROUNDS times (issue 15, "under load"). Both programs time each call on its own
 # (20 warm-up calls, then 300) and report the median, mxq also the mean (mxq_gemv_calls); the
 # script prints the median over rounds of each and the loaded / quiet ratios. GBENCH=1 adds
@@ -34,6 +35,9 @@ for i in $(seq "$rounds"); do
       # shellcheck disable=SC2086
       "$build/benchmarks/mxq_gemv_calls" $shape 2 300 |
         sed -n "s/^gemv_mxfp4 \([0-9x]*\) 2 threads: median \([0-9.]*\) us mean \([0-9.]*\) us.*/mxq \1 \2\nmxq-mean \1 \3/p" >> "$tmp/calls.$cond.$i.txt"
+      # shellcheck disable=SC2086
+      "$build/benchmarks/mxq_gemv_calls" $shape 2 300 interleaved |
+        sed -n "s/^gemv_mxfp4_x8 \([0-9x]*\) 2 threads: median \([0-9.]*\) us mean \([0-9.]*\) us.*/mxq-interleaved \1 \2/p" >> "$tmp/calls.$cond.$i.txt"
       # shellcheck disable=SC2086
       "$ggml" $shape 2 300 2>&1 |
         sed -n "s/^gemv_mxfp4 \([0-9x]*\) 2 threads CPU_REPACK: \([0-9.]*\) us.*/llama.cpp-repack \1 \2/p" >> "$tmp/calls.$cond.$i.txt"

@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "config.hpp"
@@ -90,7 +91,7 @@ void interleaved_gemm(const interleaved_matrix<F, Layout>& w, matrix_view<const 
   if (batch == 0 || rows == 0) return;
   alignas(32) float lut[256];
   kernel::detail::scale_lut<F>(lut, w.tensor());
-  const bool fast = kernel::simd_available && kernel::simd_enabled();
+  const bool fast = kernel::simd_available && kernel::simd_enabled(), vnni = kernel::vnni_enabled();
   kernel::detail::q8_rows a;
 #if MXQ_KERNEL_AVX2
   if (fast) a = kernel::detail::quantize_q8<F, Layout>(x);
@@ -111,10 +112,17 @@ void interleaved_gemm(const interleaved_matrix<F, Layout>& w, matrix_view<const 
 #if MXQ_KERNEL_AVX2
       if (fast) {
         const float ts = w.tensor().scale;
-        for (; t + 3 <= batch; t += 3)
-          kernel::detail::x8_group_avx2<F, 3>(w.group_codes(g), w.group_scales(g), nb, a, t, lut, ts, out), emit(t, 3);
-        if (batch - t == 2) kernel::detail::x8_group_avx2<F, 2>(w.group_codes(g), w.group_scales(g), nb, a, t, lut, ts, out), emit(t, 2);
-        if (batch - t == 1) kernel::detail::x8_group_avx2<F, 1>(w.group_codes(g), w.group_scales(g), nb, a, t, lut, ts, out), emit(t, 1);
+        const std::uint8_t *cg = w.group_codes(g), *sg = w.group_scales(g);
+        auto tile = [&](auto ntc) {
+          constexpr int NT = decltype(ntc)::value;
+          if (vnni) kernel::detail::x8_group_vnni<F, NT>(cg, sg, nb, a, t, lut, ts, out);
+          else kernel::detail::x8_group_avx2<F, NT>(cg, sg, nb, a, t, lut, ts, out);
+          emit(t, NT);
+          t += NT;
+        };
+        while (t + 3 <= batch) tile(std::integral_constant<int, 3>{});
+        if (batch - t == 2) tile(std::integral_constant<int, 2>{});
+        if (batch - t == 1) tile(std::integral_constant<int, 1>{});
         continue;
       }
 #endif

@@ -159,6 +159,56 @@ void x8_group_avx2(const std::uint8_t* codes, const std::uint8_t* scales, std::s
 }
 
 MXQ_AVX2_END
+
+MXQ_VNNI_BEGIN
+
+// x8_group_avx2 with vpdpbusd (u8 x s8, 4 products per lane into int32, no saturation) in place of
+// pmaddubsw + paddw + pmaddwd + paddd: the same exact integer block dots, so the same FP32 result.
+template <class F, int NT>
+void x8_group_vnni(const std::uint8_t* codes, const std::uint8_t* scales, std::size_t nb, const q8_rows& a,
+                   std::size_t t0, const float* lut, float ts, float (*out)[x8_rows]) {
+  using L = w4_lut<typename F::element>;
+  constexpr std::size_t B = F::block_size, GPB = B / 8, BB = x8_block_bytes<F>;
+  const __m256i ulut = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(L::u.data())));
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  __m256 accf[NT];
+  const std::int8_t* q[NT];
+  MXQ_UNROLL
+  for (int k = 0; k < NT; ++k) {
+    accf[k] = _mm256_setzero_ps();
+    q[k] = a.qrow(t0 + static_cast<std::size_t>(k));
+  }
+  for (std::size_t b = 0; b < nb; ++b) {
+    const std::uint8_t* cb = codes + b * BB;
+    _mm_prefetch(reinterpret_cast<const char*>(cb + 8 * BB), _MM_HINT_T0);
+    const std::size_t c = b * B / 64, g0 = b * B % 64 / 8;
+    __m256i acc[NT];
+    MXQ_UNROLL
+    for (int k = 0; k < NT; ++k) acc[k] = _mm256_setzero_si256();
+    MXQ_UNROLL
+    for (std::size_t i = 0; i < GPB; ++i) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cb + 32 * i));
+      const __m256i l = _mm256_shuffle_epi8(ulut, _mm256_and_si256(v, m4));
+      const __m256i h = _mm256_shuffle_epi8(ulut, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+      MXQ_UNROLL
+      for (int k = 0; k < NT; ++k) {
+        const std::int8_t* x = q[k] + c * 64 + 4 * (g0 + i);
+        acc[k] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(acc[k], l, bcast4(x)), h, bcast4(x + 32));
+      }
+    }
+    const __m256 sw = scales8<F>(scales + b * x8_rows, lut, ts);
+    MXQ_UNROLL
+    for (int k = 0; k < NT; ++k) {
+      const std::size_t ti = (t0 + static_cast<std::size_t>(k)) * a.nb + b;
+      const __m256i dot = _mm256_sub_epi32(acc[k], _mm256_set1_epi32(a.offs[ti]));
+      accf[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(sw, _mm256_set1_ps(a.d[ti])), accf[k]);
+    }
+  }
+  MXQ_UNROLL
+  for (int k = 0; k < NT; ++k) _mm256_storeu_ps(out[k], accf[k]);
+}
+
+MXQ_VNNI_END
 #endif  // MXQ_KERNEL_AVX2
 
 }  // namespace mxq::kernel::detail

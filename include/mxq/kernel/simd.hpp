@@ -6,7 +6,10 @@
 // One consumer's TUs built with and without -mavx2 therefore agree on every inline function, and a
 // binary built for baseline x86-64 runs the AVX2 kernels where the CPU has them and the scalar
 // oracle where it does not. MXQ_ISA=generic in the environment forces the scalar path (checks,
-// debugging). Other targets (AArch64, MSVC) run the scalar oracle.
+// debugging), MXQ_ISA=avx2 keeps a CPU with AVX-512 VNNI on the AVX2 bodies. Kernels with a VNNI
+// body (the interleaved GEMV) compile it in a MXQ_VNNI_BEGIN/END region and take it where
+// active_isa() is avx512vnni; the results are the same bits (exact integer dots either way).
+// Other targets (AArch64, MSVC) run the scalar oracle.
 // xsimd 8.1 lacks the operations these kernels live on (byte LUT shuffles, maddubs/madd,
 // widening, horizontal max), so intrinsics are used directly (docs: cpp-anchors §4.6).
 #pragma once
@@ -31,14 +34,22 @@
 #define MXQ_AVX2_BEGIN \
   _Pragma("clang attribute push(__attribute__((target(\"avx2,fma,f16c\"))), apply_to = function)")
 #define MXQ_AVX2_END _Pragma("clang attribute pop")
+// AVX2 plus AVX-512 VNNI on 256-bit registers (vpdpbusd ymm), for the kernels that have a VNNI body.
+#define MXQ_VNNI_BEGIN \
+  _Pragma("clang attribute push(__attribute__((target(\"avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni\"))), apply_to = function)")
+#define MXQ_VNNI_END _Pragma("clang attribute pop")
 #else
 #define MXQ_AVX2_BEGIN _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c\")")
 #define MXQ_AVX2_END _Pragma("GCC pop_options")
+#define MXQ_VNNI_BEGIN _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni\")")
+#define MXQ_VNNI_END _Pragma("GCC pop_options")
 #endif
 #else
 #define MXQ_KERNEL_AVX2 0
 #define MXQ_AVX2_BEGIN
 #define MXQ_AVX2_END
+#define MXQ_VNNI_BEGIN
+#define MXQ_VNNI_END
 #endif
 
 // SSE2 is part of the x86-64 baseline: the pack/unpack helpers use it without a target region.
@@ -65,8 +76,9 @@ inline constexpr bool simd_available = MXQ_KERNEL_AVX2 != 0;
 
 // The kernel family the entry points run.
 enum class isa {
-  generic,  // the scalar oracle
-  avx2,     // AVX2 + FMA + F16C (x86-64-v3)
+  generic,     // the scalar oracle
+  avx2,        // AVX2 + FMA + F16C (x86-64-v3)
+  avx512vnni,  // avx2 + AVX-512 F/BW/VL/VNNI: the kernels with a VNNI body use vpdpbusd, the rest AVX2
 };
 
 namespace detail {
@@ -74,8 +86,8 @@ namespace detail {
 inline isa detect_isa() {
   const char* env = std::getenv("MXQ_ISA");
   const std::string_view want = env ? env : "";
-  if (!want.empty() && want != "generic" && want != "native")
-    throw error("MXQ_ISA: unknown value '" + std::string(want) + "' (expected generic or native)");
+  if (!want.empty() && want != "generic" && want != "avx2" && want != "native")
+    throw error("MXQ_ISA: unknown value '" + std::string(want) + "' (expected generic, avx2 or native)");
   if (want == "generic") return isa::generic;
 #if MXQ_KERNEL_AVX2
   // CPUID: leaf 1 ECX has FMA (12), OSXSAVE (27), AVX (28), F16C (29); leaf 7 EBX has AVX2 (5).
@@ -88,7 +100,9 @@ inline isa detect_isa() {
   __asm__("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
   if ((xlo & 6u) != 6u) return isa::generic;
   if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(b >> 5 & 1)) return isa::generic;
-  return isa::avx2;
+  // Leaf 7 EBX: AVX512F (16), BW (30), VL (31); ECX: VNNI (11). XCR0 bits 5-7: opmask and ZMM state.
+  const bool vnni = (b >> 16 & 1) && (b >> 30 & 1) && (b >> 31 & 1) && (c >> 11 & 1) && (xlo & 0xE0u) == 0xE0u;
+  return vnni && want != "avx2" ? isa::avx512vnni : isa::avx2;
 #else
   return isa::generic;
 #endif
@@ -103,7 +117,10 @@ inline isa active_isa() {
   return chosen;
 }
 inline bool simd_enabled() { return active_isa() != isa::generic; }
-inline constexpr const char* isa_name(isa i) noexcept { return i == isa::avx2 ? "avx2" : "generic"; }
+inline bool vnni_enabled() { return active_isa() == isa::avx512vnni; }
+inline constexpr const char* isa_name(isa i) noexcept {
+  return i == isa::avx512vnni ? "avx512vnni" : i == isa::avx2 ? "avx2" : "generic";
+}
 
 template <class T>
 MXQ_ALWAYS_INLINE float to_f32(T v) noexcept {

@@ -1,12 +1,16 @@
 // Splitting work over caller-chosen thread counts.
 //
-// parallel_ranges runs on a lazily created pool of sleeping std::threads (no spinning: this
-// library shares machines), so a call costs a wake-up rather than a thread creation. Only one
+// parallel_ranges runs on a lazily created pool of std::threads, so a call costs a wake-up rather
+// than a thread creation. Waiting (a worker for the next region, the caller for its workers)
+// spins for up to spin_budget, then blocks on a condition variable: back-to-back regions (an
+// engine's decode step, GEMV after GEMV) skip the futex sleep and wake-up on both sides (tens of
+// microseconds each on a VM), and an idle pool still sleeps instead of burning a core. Only one
 // parallel region uses the pool at a time: a concurrent caller, or a region nested inside a
 // worker, gets fresh std::threads (or runs inline when nested), never a deadlock.
 #pragma once
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <exception>
@@ -21,6 +25,27 @@ namespace mxq::kernel {
 namespace detail {
 
 inline thread_local bool in_pool_worker = false;
+
+inline constexpr std::chrono::microseconds spin_budget{100};
+
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// Polls done() for up to spin_budget; whether it became true.
+template <class Pred>
+bool spin_until(Pred done) {
+  const auto end = std::chrono::steady_clock::now() + spin_budget;
+  for (unsigned i = 1;; ++i) {
+    if (done()) return true;
+    cpu_relax();
+    if (i % 64 == 0 && std::chrono::steady_clock::now() >= end) return false;
+  }
+}
 
 class thread_pool {
  public:
@@ -71,6 +96,11 @@ class thread_pool {
       closed_ = true;  // workers not started yet skip this region
       pending_ -= (n - 1) - started_;
     }
+    if (pending_ != 0) {
+      l.unlock();
+      spin_until([this] { return pending_.load(std::memory_order_acquire) == 0; });
+      l.lock();
+    }
     done_.wait(l, [this] { return pending_ == 0; });
     task_ = nullptr;
     if (!err) err = error_;
@@ -88,6 +118,11 @@ class thread_pool {
     std::size_t seen = 0;
     std::unique_lock<std::mutex> l(m_);
     for (;;) {
+      if (!stop_ && generation_ == seen) {
+        l.unlock();
+        spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; });
+        l.lock();
+      }
       wake_.wait(l, [&] { return stop_ || generation_ != seen; });
       if (stop_) return;
       seen = generation_;
@@ -111,7 +146,9 @@ class thread_pool {
   std::condition_variable wake_, done_;
   std::vector<std::thread> workers_;
   const std::function<void(std::size_t)>* task_ = nullptr;
-  std::size_t active_ = 0, pending_ = 0, generation_ = 0, started_ = 0;
+  // Written under m_ only; atomic so that spinning waiters may read them without it.
+  std::atomic<std::size_t> pending_{0}, generation_{0};
+  std::size_t active_ = 0, started_ = 0;
   std::exception_ptr error_;
   bool stop_ = false, closed_ = false;
 };
