@@ -26,7 +26,11 @@ namespace detail {
 
 inline thread_local bool in_pool_worker = false;
 
-inline constexpr std::chrono::microseconds spin_budget{100};
+// MXQ_POOL_SPIN_US: how long a waiting thread polls before it blocks (0: block at once).
+#ifndef MXQ_POOL_SPIN_US
+#define MXQ_POOL_SPIN_US 30
+#endif
+inline constexpr std::chrono::microseconds spin_budget{MXQ_POOL_SPIN_US};
 
 inline void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
@@ -39,6 +43,7 @@ inline void cpu_relax() noexcept {
 // Polls done() for up to spin_budget; whether it became true.
 template <class Pred>
 bool spin_until(Pred done) {
+  if (spin_budget.count() <= 0) return done();
   const auto end = std::chrono::steady_clock::now() + spin_budget;
   for (unsigned i = 1;; ++i) {
     if (done()) return true;
