@@ -85,7 +85,7 @@ void check_format(unsigned seed) {
         }
       }
       // The packed matrix's 8-row tiles (batches of 3 or more, SIMD kernels) do the same arithmetic.
-      if (batch >= 3 && mxq::kernel::simd_enabled()) {
+      if (batch >= 3 && mxq::kernel::avx2_enabled()) {
         std::vector<float> yp(batch * s.rows);
         mxq::gemm(w, X, matrix_view<float>(yp.data(), batch, s.rows), {.threads = 2});
         std::size_t bad = 0;
@@ -144,9 +144,9 @@ TEST_CASE("interleaved: products equal the scalar oracle and the packed gemm row
 }
 
 TEST_CASE("interleaved: quantize_q8 equals its scalar oracle (NaN, infinities, zeros, extremes)", "[kernel][interleaved]") {
-  if (!mxq::kernel::simd_enabled()) SUCCEED("no SIMD kernels on this CPU: the oracle is the only path");
+  if (!mxq::kernel::avx2_enabled()) SUCCEED("no SIMD kernels on this CPU: the oracle is the only path");
 #if MXQ_KERNEL_AVX2
-  if (mxq::kernel::simd_enabled()) {
+  if (mxq::kernel::avx2_enabled()) {
     std::mt19937 rng(11);
     std::normal_distribution<float> nd(0.0f, 1.0f);
     const std::size_t rows = 9, cols = 300;

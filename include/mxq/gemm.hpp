@@ -78,7 +78,7 @@ void gemm_scalar(const packed_matrix<F, Layout>& w, matrix_view<const T> x, matr
 template <class F, class Layout, class T>
 void gemm_dispatch(const packed_matrix<F, Layout>& w, matrix_view<const T> x, matrix_view<float> y, const gemm_options& opt) {
   if constexpr (kernel::has_fast_gemv<F, Layout>) {
-    if (kernel::simd_enabled()) return kernel::gemm_into(w, x, y, opt);
+    if (kernel::avx2_enabled()) return kernel::gemm_into(w, x, y, opt);
   }
   gemm_scalar(w, x, y, opt);
 }

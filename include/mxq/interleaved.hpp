@@ -91,7 +91,8 @@ void interleaved_gemm(const interleaved_matrix<F, Layout>& w, matrix_view<const 
   if (batch == 0 || rows == 0) return;
   alignas(32) float lut[256];
   kernel::detail::scale_lut<F>(lut, w.tensor());
-  const bool fast = kernel::simd_available && kernel::simd_enabled(), vnni = kernel::vnni_enabled();
+  const bool fast = kernel::avx2_available && kernel::avx2_enabled();
+  [[maybe_unused]] const bool vnni = kernel::vnni_enabled();
   kernel::detail::q8_rows a;
 #if MXQ_KERNEL_AVX2
   if (fast) a = kernel::detail::quantize_q8<F, Layout>(x);

@@ -21,7 +21,7 @@ int main() {
 
   static_assert(fast, "MXFP4 has SIMD quantize kernels");
   static_assert(!mxq::kernel::has_fast_quant<mxq::int4_g128>, "the INT baselines run the scalar oracle");
-  CHECK(simd == mxq::kernel::simd_enabled());  // on x86-64: where the CPU has AVX2+FMA+F16C (not MXQ_ISA=generic)
+  CHECK(simd == mxq::kernel::simd_enabled());  // x86-64 with SSE4.2 or AVX2, AArch64 (not MXQ_ISA=generic)
   for (std::size_t r = 0; r < rows; ++r) CHECK(seen[r] == 1);
   return 0;
 }

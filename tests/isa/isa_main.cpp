@@ -8,7 +8,7 @@
 //   * on a CPU with AVX2 the baseline TU runs the SIMD kernels too (isa avx2, fast path on);
 //   * under MXQ_ISA=generic (what a CPU without AVX2 gets) both run the scalar oracle, and the
 //     quantized codes are still the same bytes (the kernels are bit-exact against the oracle).
-// Run twice by ctest: as is, and with MXQ_ISA=generic.
+// Run three times by ctest: as is, with MXQ_ISA=sse4_2 and with MXQ_ISA=generic.
 #include "isa_run.hpp"
 
 #include <algorithm>
@@ -49,9 +49,15 @@ int main() {
   check(a.isa == b.isa && a.fast == b.fast, "both translation units see the same kernel ISA");
   check(!a.bytes.empty() && a.bytes == b.bytes, "both translation units give the same bytes");
   if (forced_generic) check(a.isa == "generic" && !a.fast, "MXQ_ISA=generic selects the scalar path");
+  // MXQ_ISA=sse4_2: the 4-lane quantize bodies in both TUs (VEX-encoded in the -mavx2 one), same bytes.
+  const bool forced_sse = env && std::string(env) == "sse4_2";
+#if defined(__x86_64__) || defined(__i386__)
+  if (forced_sse && __builtin_cpu_supports("sse4.2"))
+    check(a.isa == "sse4_2" && a.fast, "MXQ_ISA=sse4_2 selects the SSE4.2 quantize bodies");
+#endif
 #if defined(MXQ_ISA_TEST_AVX2)
   // This machine's compiler built the -mavx2 TU, so the runtime ISA follows the CPU.
-  if (!forced_generic) {
+  if (!forced_generic && !forced_sse) {
     const bool cpu_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     check(a.fast == cpu_avx2, "the baseline TU runs the AVX2 kernels exactly where the CPU has AVX2+FMA");
   }

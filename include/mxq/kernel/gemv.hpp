@@ -53,9 +53,9 @@ inline constexpr bool is_w4 = [] {
 }();
 
 // Formats with a SIMD product compiled in (else callers dequantize and multiply); whether it
-// runs in this process is simd_enabled()'s answer.
+// runs in this process is avx2_enabled()'s answer (SSE4.2 / NEON products are not written yet).
 template <class F, class Layout>
-inline constexpr bool has_fast_gemv = has_fast_quant<F, Layout> && simd_available;
+inline constexpr bool has_fast_gemv = has_fast_quant<F, Layout> && avx2_available;
 
 // How the activations enter the products (see the header comment).
 enum class activation_precision {
@@ -72,11 +72,11 @@ struct gemm_options {
 // Whether gemv/gemm with these options run the int8-activation kernels.
 template <class F, class Layout>
 bool uses_int8(const gemm_options& opt) {
-  if constexpr (!is_w4<F, Layout> || !simd_available) {
+  if constexpr (!is_w4<F, Layout> || !avx2_available) {
     (void)opt;
     return false;
   } else {
-    return opt.activations != activation_precision::f32 && simd_enabled();
+    return opt.activations != activation_precision::f32 && avx2_enabled();
   }
 }
 
@@ -777,7 +777,7 @@ template <class F, class Layout, class T>
 void gemm_into(const packed_matrix<F, Layout>& w, matrix_view<const T> x, matrix_view<float> y, const gemm_options& opt) {
 #if MXQ_KERNEL_AVX2
   if constexpr (has_fast_quant<F, Layout>) {
-    if (simd_enabled()) return detail::gemm_avx2(w, x, y, opt);
+    if (avx2_enabled()) return detail::gemm_avx2(w, x, y, opt);
   }
 #endif
   (void)w, (void)x, (void)y, (void)opt;

@@ -40,6 +40,8 @@
 #include "../quant/element_quant.hpp"
 #include "../quant/options.hpp"
 #include "pack.hpp"
+#include "quantize_common.hpp"
+#include "quantize_vec4.hpp"
 #include "simd.hpp"
 #include "thread.hpp"
 #include "traits.hpp"
@@ -69,7 +71,7 @@ template <class T>
 float finite_amax(matrix_view<const T> x) noexcept {
   float amax = 0.0f;
 #if MXQ_KERNEL_AVX2
-  const bool simd = simd_enabled();  // once, not per row
+  const bool simd = avx2_enabled();  // once, not per row
 #endif
   for (std::size_t r = 0; r < x.rows; ++r) {
     std::size_t c = 0;
@@ -92,79 +94,6 @@ float finite_amax(matrix_view<const T> x) noexcept {
   return amax;
 }
 
-// Per-scale-code tables of a UE4M3-scaled E2M1 format for one tensor scale and rounding mode.
-struct ue4m3_tables {
-  alignas(32) float thr[128][8];  // index = #{k : |x| >= thr[k]}; thr[7] = +inf
-  alignas(32) float val[128][8];  // (float)(magnitude_i * scale); val[0] = +0
-  bool valid[128];                // scale finite (code 0x7F is NaN)
-};
-
-// Least float >= t, and least float > t (t is any double; results may be +inf).
-inline float float_ceil(double t) noexcept {
-  float f = static_cast<float>(t);
-  if (static_cast<double>(f) < t) f = std::nextafter(f, std::numeric_limits<float>::infinity());
-  return f;
-}
-inline float float_above(double t) noexcept {
-  float f = float_ceil(t);
-  if (static_cast<double>(f) == t) f = std::nextafter(f, std::numeric_limits<float>::infinity());
-  return f;
-}
-
-template <class Scale>
-void build_ue4m3_tables(ue4m3_tables& tb, const tensor_params& t, rounding mode) {
-  using C = element_codec<e2m1>;
-  static_assert(C::magnitude_count == 8);
-  constexpr float inf = std::numeric_limits<float>::infinity();
-  for (std::uint32_t code = 0; code < 128; ++code) {
-    const double s = Scale::decode(code, t);
-    tb.valid[code] = s == s;
-    tb.thr[code][7] = inf;
-    tb.val[code][0] = 0.0f;
-    for (int i = 1; i < 8; ++i) tb.val[code][i] = static_cast<float>(static_cast<double>(C::magnitudes[i]) * s);
-    for (int k = 0; k < 7; ++k) {
-      if (!(s > 0.0)) {
-        tb.thr[code][k] = inf;  // encode_element: scale <= 0 -> magnitude 0
-        continue;
-      }
-      if (mode == rounding::toward_zero) {
-        tb.thr[code][k] = float_ceil(static_cast<double>(C::magnitudes[k + 1]) * s);
-      } else {
-        const double m = C::midpoints[k] * s;  // the oracle's comparison value
-        const bool tie_up = mode == rounding::nearest_away || (k % 2 == 1);
-        tb.thr[code][k] = tie_up ? float_ceil(m) : float_above(m);
-      }
-    }
-  }
-}
-
-// Calls fn(const T* row, r) for every row, rows split over `threads` (each row's work is
-// independent, so the output does not depend on the split); strided rows are gathered into a
-// per-range buffer. Ranges hold at least ~16K elements so small matrices stay on one thread.
-template <class T, class Fn>
-void for_each_row(matrix_view<const T> x, int threads, Fn&& fn) {
-  const std::size_t grain = std::max<std::size_t>(1, (std::size_t{1} << 14) / std::max<std::size_t>(x.cols, 1));
-  parallel_ranges(x.rows, threads, grain, [&](std::size_t r0, std::size_t r1) {
-    std::vector<T> buf(x.row_contiguous() ? 0 : x.cols);
-    for (std::size_t r = r0; r < r1; ++r) {
-      if (x.row_contiguous()) {
-        fn(static_cast<const T*>(x.row(r)), r);
-      } else {
-        for (std::size_t c = 0; c < x.cols; ++c) buf[c] = x(r, c);
-        fn(static_cast<const T*>(buf.data()), r);
-      }
-    }
-  });
-}
-
-template <class Fn>
-decltype(auto) with_rounding(rounding r, Fn&& fn) {
-  switch (r) {
-    case rounding::nearest_away: return fn(std::integral_constant<rounding, rounding::nearest_away>{});
-    case rounding::toward_zero: return fn(std::integral_constant<rounding, rounding::toward_zero>{});
-    default: return fn(std::integral_constant<rounding, rounding::nearest_even>{});
-  }
-}
 
 #if MXQ_KERNEL_AVX2
 MXQ_AVX2_BEGIN
@@ -393,7 +322,6 @@ MXQ_ALWAYS_INLINE void e2m1_rne_block_codes(const __m256* v, const __m256* a, in
   }
 }
 
-enum class block_out { codes, values };
 
 // What one E8M0 block produces, given its scale code (0xFF = NaN block): packed codes at
 // `codes` (Out == codes) or FP32 values at `values`.
@@ -427,21 +355,6 @@ MXQ_ALWAYS_INLINE void e8m0_elements(const __m256* v, const __m256* a, int code,
     else _mm256_storeu_ps(values + 8 * i, apply_sign<E>(_mm256_mul_ps(l.magnitude(), s), neg));
   }
   if constexpr (Out == block_out::codes) store_codes<bits, Layout, NV>(c, len, codes, scratch);
-}
-
-// Scale code of an E8M0 block; -1 = let the scalar rule decide.
-template <class F>
-MXQ_ALWAYS_INLINE int e8m0_scale_code(int amax_bits, scale_rule rule) noexcept {
-  using I = elem_info<typename F::element>;
-  if (amax_bits >= 0x7F800000) return 0xFF;
-  const int eb = amax_bits >> 23;
-  if (rule == scale_rule::floor) return std::max(eb - I::emax, 0);
-  if (rule == scale_rule::ceil) {
-    if (eb == 0 && amax_bits != 0) return -1;  // FP32-subnormal amax: scalar
-    constexpr int thr = static_cast<int>(std::bit_cast<std::uint32_t>(I::max_value / static_cast<float>(1 << I::emax)) & 0x7FFFFFu);
-    return std::clamp(eb - I::emax + ((amax_bits & 0x7FFFFF) > thr ? 1 : 0), 0, 254);
-  }
-  return -1;
 }
 
 template <class F>
@@ -661,6 +574,7 @@ MXQ_AVX2_END
 
 // Whether quantize / fake_quant / dequantize for F in Layout with these options run SIMD
 // kernels in this process (compiled in, and the CPU has the ISA: active_isa()).
+// Every tier but generic has them (AVX2's 8-lane bodies; SSE4.2's and NEON's 4-lane ones).
 template <class F, class Layout = lsb_first_layout>
 bool can_quantize(const quant_options& opt) {
   if constexpr (!has_fast_quant<F, Layout> || !simd_available) {
@@ -693,11 +607,14 @@ tensor_params tensor_params_of(matrix_view<const T> x, scale_rule rule = scale_r
 template <class F, class Layout, class T>
 void quantize_rows_into(matrix_view<const T> x, packed_matrix<F, Layout>& q, std::size_t first_row,
                         const quant_options& opt) {
-#if MXQ_KERNEL_AVX2
   if constexpr (has_fast_quant<F, Layout>) {
-    if (simd_enabled()) return detail::quantize_rows_avx2(x, q, first_row, opt);
-  }
+#if MXQ_KERNEL_AVX2
+    if (avx2_enabled()) return detail::quantize_rows_avx2(x, q, first_row, opt);
+    if (active_isa() == isa::sse4_2) return detail::v4::quantize_rows(x, q, first_row, opt, arch::sse4_2{});
+#elif MXQ_KERNEL_NEON
+    if (simd_enabled()) return detail::v4::quantize_rows(x, q, first_row, opt, arch::neon64{});
 #endif
+  }
   (void)x, (void)q, (void)first_row, (void)opt;
   throw error("mxq::kernel::quantize_into: no fast path for this format");
 }
@@ -711,11 +628,14 @@ void quantize_into(matrix_view<const T> x, packed_matrix<F, Layout>& q, const qu
 // Quantize-dequantize of x into out (same shape; out may be the same view as x when T = float).
 template <class F, class T>
 void fake_quant_into(matrix_view<const T> x, matrix_view<float> out, const quant_options& opt, const tensor_params& t) {
-#if MXQ_KERNEL_AVX2
   if constexpr (has_fast_quant<F, lsb_first_layout>) {
-    if (simd_enabled()) return detail::fake_quant_avx2<F>(x, out, opt, t);
-  }
+#if MXQ_KERNEL_AVX2
+    if (avx2_enabled()) return detail::fake_quant_avx2<F>(x, out, opt, t);
+    if (active_isa() == isa::sse4_2) return detail::v4::fake_quant<F>(x, out, opt, t, arch::sse4_2{});
+#elif MXQ_KERNEL_NEON
+    if (simd_enabled()) return detail::v4::fake_quant<F>(x, out, opt, t, arch::neon64{});
 #endif
+  }
   (void)x, (void)out, (void)opt, (void)t;
   throw error("mxq::kernel::fake_quant_into: no fast path for this format");
 }
@@ -723,11 +643,14 @@ void fake_quant_into(matrix_view<const T> x, matrix_view<float> out, const quant
 // Decodes q into out (same shape). Requires can_dequantize<F, Layout>.
 template <class F, class Layout>
 void dequantize_into(const packed_matrix<F, Layout>& q, matrix_view<float> out) {
-#if MXQ_KERNEL_AVX2
   if constexpr (has_fast_quant<F, Layout>) {
-    if (simd_enabled()) return detail::dequantize_avx2(q, out);
-  }
+#if MXQ_KERNEL_AVX2
+    if (avx2_enabled()) return detail::dequantize_avx2(q, out);
+    if (active_isa() == isa::sse4_2) return detail::v4::dequantize(q, out, arch::sse4_2{});
+#elif MXQ_KERNEL_NEON
+    if (simd_enabled()) return detail::v4::dequantize(q, out, arch::neon64{});
 #endif
+  }
   (void)q, (void)out;
   throw error("mxq::kernel::dequantize_into: no fast path for this format");
 }
