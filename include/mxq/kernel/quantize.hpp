@@ -215,15 +215,6 @@ MXQ_ALWAYS_INLINE void store_codes(const __m256i* c, std::size_t len, std::uint8
   pack_block<Bits, Layout>(scratch, len, B, dst);
 }
 
-// Exact round_magnitude<e4m3>(s, 1, nearest_even) for a float s >= 0 (the NVFP4 scale code).
-inline int e4m3_rne_index(float s) noexcept {
-  if (!(s < 432.0f)) return 126;  // at or above the last midpoint (432 ties to 448, even index)
-  const int eq = std::max(static_cast<int>(std::bit_cast<std::uint32_t>(s) >> 23), 121);
-  const float v = s * std::bit_cast<float>(static_cast<std::uint32_t>(254 + 3 - eq) << 23);
-  const float r = _mm_cvtss_f32(_mm_round_ss(_mm_setzero_ps(), _mm_set_ss(v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-  return std::min(((eq - 121) << 3) + static_cast<int>(r), 126);
-}
-
 // Codes whose bits sit at the top of each 32-bit lane (sign at bit 31; lower bits are ignored)
 // -> decoded element values (unscaled), exact for every code, Inf/NaN codes included
 // (Specials = false: for blocks known to hold none).

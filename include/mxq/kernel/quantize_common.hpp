@@ -113,10 +113,10 @@ MXQ_ALWAYS_INLINE int e8m0_scale_code(int amax_bits, scale_rule rule) noexcept {
 }
 
 
-// Exact round_magnitude<e4m3>(s, 1, nearest_even) for a float s >= 0 (the NVFP4 scale code), in
-// portable code: v is exact (power-of-two factor) and below 2^4, and nearbyint rounds to even in
+// Exact round_magnitude<e4m3>(s, 1, nearest_even) for a float s >= 0 (the NVFP4 scale code), for
+// every arch: v is exact (power-of-two factor) and below 2^4, and nearbyint rounds to even in
 // the default rounding mode, as the oracle's ladder does.
-inline int e4m3_rne_index_portable(float s) noexcept {
+inline int e4m3_rne_index(float s) noexcept {
   if (!(s < 432.0f)) return 126;  // at or above the last midpoint (432 ties to 448, even index)
   const int eq = std::max(static_cast<int>(std::bit_cast<std::uint32_t>(s) >> 23), 121);
   const float v = s * std::bit_cast<float>(static_cast<std::uint32_t>(254 + 3 - eq) << 23);

@@ -237,7 +237,7 @@ void ue4m3_row(const T* x, std::size_t cols, const quant_options& opt, const ten
       nan = true;
       code = S::nan_code;
     } else if (opt.scale_rule == scale_rule::floor) {
-      code = amax_bits == 0 ? 0 : std::max(e4m3_rne_index_portable(std::bit_cast<float>(amax_bits) / denom), 1);
+      code = amax_bits == 0 ? 0 : std::max(e4m3_rne_index(std::bit_cast<float>(amax_bits) / denom), 1);
     } else {
       alignas(16) float blk[64];
       for (int i = 0; i < NV; ++i) V::store(blk + 4 * i, v[i]);
